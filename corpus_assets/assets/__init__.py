@@ -1,0 +1,1 @@
+"""Book assets, one module per stage: raw → text → chunks → embeddings → pgvector."""

@@ -1,0 +1,46 @@
+"""Run one stage over every book of a (possibly batched) run, isolating each book's errors."""
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from dagster import AssetExecutionContext, Failure, MetadataValue
+
+from corpus_assets.books.errors import BookError
+
+T = TypeVar("T")
+
+
+def for_each_book(
+    context: AssetExecutionContext, book_ids: Iterable[str], process: Callable[[str], T]
+) -> dict[str, T]:
+    """`process` every book; if any fail, raise one `Failure` naming each book and its problem.
+
+    All books are tried before failing, so one bad file reports every bad file of its batch at once.
+    """
+    stage = context.assets_def.key.to_user_string()
+    results: dict[str, T] = {}
+    problems: dict[str, str] = {}
+    for book_id in book_ids:
+        try:
+            results[book_id] = process(book_id)
+        except BookError as error:
+            problems[book_id] = str(error)
+        except Exception as error:  # noqa: BLE001 - reported per book below, with its type
+            problems[book_id] = f"{type(error).__name__}: {error}"
+        if book_id in problems:
+            context.log.error(f"book {book_id!r}: {stage} failed: {problems[book_id]}")
+    if problems:
+        listing = "; ".join(f"{book}: {problem}" for book, problem in problems.items())
+        rows = "\n".join(f"| {book} | {problem} |" for book, problem in problems.items())
+        raise Failure(
+            description=f"{len(problems)} of {len(results) + len(problems)} books failed in {stage}: {listing}",
+            metadata={"failed books": MetadataValue.md(f"| book | problem |\n|---|---|\n{rows}")},
+        )
+    return results
+
+
+def md_cell(text: str, limit: int = 90) -> str:
+    """Text shortened and escaped to sit in one markdown table cell."""
+    flat = " ".join(text.split())
+    flat = flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return flat.replace("|", "\\|")

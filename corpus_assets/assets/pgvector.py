@@ -1,0 +1,117 @@
+"""Stage 5: each book's chunks and vectors in Postgres, replaced atomically."""
+
+import time
+
+from dagster import AssetExecutionContext, asset
+from psycopg import Connection
+
+from corpus_assets.assets._per_book import for_each_book
+from corpus_assets.assets.embeddings import BookEmbeddings
+from corpus_assets.assets.text import BookText
+from corpus_assets.books.chunking import Chunk
+from corpus_assets.books.errors import BookError
+from corpus_assets.partitions import batched_backfill, books_partitions
+from resources.postgres import PostgresResource
+
+_UPSERT_BOOK = """
+INSERT INTO books (id, title, author, language, source_file, content_sha256, bytes, encoding,
+                   chapter_count, chunk_count)
+VALUES (%(id)s, %(title)s, %(author)s, %(language)s, %(source_file)s, %(content_sha256)s, %(bytes)s,
+        %(encoding)s, %(chapter_count)s, %(chunk_count)s)
+ON CONFLICT (id) DO UPDATE SET
+    title = EXCLUDED.title, author = EXCLUDED.author, language = EXCLUDED.language,
+    source_file = EXCLUDED.source_file, content_sha256 = EXCLUDED.content_sha256,
+    bytes = EXCLUDED.bytes, encoding = EXCLUDED.encoding, chapter_count = EXCLUDED.chapter_count,
+    chunk_count = EXCLUDED.chunk_count, updated_at = now()
+"""
+_COPY_CHUNKS = """
+COPY chunks (id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, char_end,
+             content_sha256, embedding, model) FROM STDIN WITH (FORMAT BINARY)
+"""
+# char(64) has the same binary wire format as text.
+_CHUNK_TYPES = ["text", "text", "int4", "int4", "text", "text", "int4", "int4", "int4", "text", "vector", "text"]
+
+
+def replace_book(conn: Connection, book: BookText, chunks: list[Chunk], embeddings: BookEmbeddings) -> int:
+    """Replace the book's row and all its chunks in one transaction; return rows deleted.
+
+    Readers see the old chunks or the new ones, never a mix; a second writer of the same book
+    waits on the book's advisory lock.
+    """
+    if embeddings.chunk_ids != [c.id for c in chunks]:
+        raise BookError("its embeddings do not match its chunks; re-materialize chunk_embeddings")
+    dimension = _embedding_dimension(conn)
+    if embeddings.vectors.shape[1] != dimension:
+        raise BookError(
+            f"model {embeddings.model} gives {embeddings.vectors.shape[1]}-d vectors, "
+            f"the chunks table stores {dimension}-d"
+        )
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (book.book_id,))
+        conn.execute(
+            _UPSERT_BOOK,
+            {
+                "id": book.book_id,
+                "title": book.title,
+                "author": book.author,
+                "language": book.language,
+                "source_file": book.source_file,
+                "content_sha256": book.content_sha256,
+                "bytes": book.bytes,
+                "encoding": book.encoding,
+                "chapter_count": len(book.sections),
+                "chunk_count": len(chunks),
+            },
+        )
+        deleted = conn.execute("DELETE FROM chunks WHERE book_id = %s", (book.book_id,)).rowcount
+        with conn.cursor().copy(_COPY_CHUNKS) as copy:
+            copy.set_types(_CHUNK_TYPES)
+            for chunk, vector in zip(chunks, embeddings.vectors, strict=True):
+                copy.write_row(
+                    (chunk.id, chunk.book_id, chunk.ordinal, chunk.chapter_index, chunk.chapter,
+                     chunk.text, chunk.token_count, chunk.char_start, chunk.char_end,
+                     chunk.content_sha256, vector, embeddings.model)
+                )
+    return deleted
+
+
+def _embedding_dimension(conn: Connection) -> int:
+    row = conn.execute(
+        "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'chunks'::regclass AND attname = 'embedding'"
+    ).fetchone()
+    return int(row[0])
+
+
+@asset(
+    partitions_def=books_partitions,
+    backfill_policy=batched_backfill,
+    code_version="1",
+    kinds={"postgres"},
+    group_name="indexes",
+)
+def pgvector_chunks(
+    context: AssetExecutionContext,
+    postgres: PostgresResource,
+    book_text: dict[str, BookText],
+    book_chunks: dict[str, list[Chunk]],
+    chunk_embeddings: dict[str, BookEmbeddings],
+) -> None:
+    """Rows in `books` and `chunks` (text, offsets, vector(384)), searchable through the HNSW index."""
+    with postgres.connect() as conn:
+
+        def write(book_id: str) -> None:
+            started = time.perf_counter()
+            chunks = book_chunks[book_id]
+            deleted = replace_book(conn, book_text[book_id], chunks, chunk_embeddings[book_id])
+            context.add_asset_metadata(
+                {
+                    "rows": len(chunks),
+                    "rows replaced": deleted,
+                    "table": "chunks",
+                    "seconds": round(time.perf_counter() - started, 2),
+                    "first chunk id": chunks[0].id,
+                },
+                partition_key=book_id,
+            )
+
+        for_each_book(context, context.partition_keys, write)

@@ -1,0 +1,83 @@
+"""Stage 2: decoded, cleaned text with its metadata and chapter sections."""
+
+from dataclasses import dataclass
+
+from dagster import AssetExecutionContext, MetadataValue, asset
+
+from corpus_assets.assets._per_book import for_each_book, md_cell
+from corpus_assets.assets.raw import RawBook
+from corpus_assets.books.chapters import Section, split_sections
+from corpus_assets.books.decode import decode_book
+from corpus_assets.books.errors import BookError
+from corpus_assets.books.gutenberg import split_gutenberg
+from corpus_assets.partitions import batched_backfill, books_partitions
+
+
+@dataclass(frozen=True)
+class BookText:
+    book_id: str
+    title: str
+    author: str | None
+    language: str | None
+    encoding: str
+    has_gutenberg_markers: bool
+    text: str
+    sections: list[Section]
+    source_file: str
+    content_sha256: str
+    bytes: int
+
+
+def clean_book(raw: RawBook) -> BookText:
+    decoded = decode_book(raw.data)
+    parts = split_gutenberg(decoded.text)
+    if not parts.body.strip():
+        raise BookError("no text between the Project Gutenberg start and end markers")
+    title = parts.title or raw.source_file.rsplit("/", 1)[-1].removesuffix(".txt")
+    return BookText(
+        book_id=raw.book_id,
+        title=title,
+        author=parts.author,
+        language=parts.language,
+        encoding=decoded.encoding,
+        has_gutenberg_markers=parts.has_markers,
+        text=parts.body,
+        sections=split_sections(parts.body, title),
+        source_file=raw.source_file,
+        content_sha256=raw.sha256,
+        bytes=len(raw.data),
+    )
+
+
+@asset(
+    partitions_def=books_partitions,
+    backfill_policy=batched_backfill,
+    code_version="1",
+    kinds={"python"},
+    group_name="books",
+)
+def book_text(context: AssetExecutionContext, raw_books: dict[str, RawBook]) -> dict[str, BookText]:
+    """Decoded text without the Gutenberg header, licence and footer, split into chapters."""
+
+    def clean(book_id: str) -> BookText:
+        book = clean_book(raw_books[book_id])
+        chapters = "\n".join(
+            f"| {s.index} | {md_cell(s.title, 60)} | {s.end - s.start:,} |" for s in book.sections[:60]
+        )
+        context.add_asset_metadata(
+            {
+                "title": book.title,
+                "author": book.author or "unknown",
+                "language": book.language or "unknown",
+                "encoding": book.encoding,
+                "gutenberg markers": book.has_gutenberg_markers,
+                "characters": len(book.text),
+                "chapters": len(book.sections),
+                "chapter list": MetadataValue.md(f"| # | chapter | characters |\n|---|---|---|\n{chapters}"),
+                "preview": MetadataValue.md(md_cell(book.text, 400)),
+            },
+            partition_key=book_id,
+        )
+        return book
+
+    return for_each_book(context, context.partition_keys, clean)

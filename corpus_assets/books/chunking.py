@@ -1,0 +1,69 @@
+"""Token-aware chunking with the embedding model's own tokenizer.
+
+semchunk splits each chapter at the most meaningful boundary that keeps a chunk within the token
+budget (paragraphs, then sentences, then words) and overlaps neighbours; chapters are chunked one
+at a time, so no chunk crosses a chapter boundary. Offsets index the cleaned book text.
+"""
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import semchunk
+
+from corpus_assets.books.chapters import Section
+
+OVERLAP = 0.12  # share of a chunk repeated from its neighbour
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    book_id: str
+    ordinal: int
+    chapter_index: int
+    chapter: str
+    text: str
+    token_count: int
+    char_start: int
+    char_end: int
+    content_sha256: str
+
+
+def chunk_book(
+    book_id: str,
+    text: str,
+    sections: list[Section],
+    count_tokens: Callable[[str], int],
+    max_tokens: int,
+) -> list[Chunk]:
+    """Chunks of at most `max_tokens` tokens (as `count_tokens` counts them) for every section."""
+    chunker = semchunk.chunkerify(count_tokens, max_tokens)
+    chunks: list[Chunk] = []
+    for section in sections:
+        pieces, offsets = chunker(text[section.start : section.end], overlap=OVERLAP, offsets=True)
+        for piece, (start, end) in zip(pieces, offsets, strict=True):
+            if not piece.strip():
+                continue
+            chunks.append(
+                _chunk(book_id, len(chunks), section, piece, count_tokens(piece), section.start + start)
+            )
+    return chunks
+
+
+def _chunk(book_id: str, ordinal: int, section: Section, text: str, tokens: int, start: int) -> Chunk:
+    content_sha256 = hashlib.sha256(text.encode()).hexdigest()
+    # Same book, place and text → same id, on every machine and every re-run.
+    chunk_id = hashlib.sha256(f"{book_id}\x1f{ordinal}\x1f{content_sha256}".encode()).hexdigest()[:32]
+    return Chunk(
+        id=chunk_id,
+        book_id=book_id,
+        ordinal=ordinal,
+        chapter_index=section.index,
+        chapter=section.title,
+        text=text,
+        token_count=tokens,
+        char_start=start,
+        char_end=start + len(text),
+        content_sha256=content_sha256,
+    )

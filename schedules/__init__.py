@@ -1,0 +1,1 @@
+"""Schedules for upkeep (nightly checks, index maintenance) land here with issue #4."""

@@ -1,0 +1,69 @@
+"""The `corpus` command as a user runs it, against Postgres for both the corpus and Dagster."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from resources.settings import SAMPLE_LIBRARY_DIR
+
+BOOK = "1952_the-yellow-wallpaper"
+
+
+@pytest.fixture
+def run_cli(tmp_path, database_url):
+    library = tmp_path / "library"
+    library.mkdir()
+    shutil.copy(SAMPLE_LIBRARY_DIR / f"{BOOK}.txt", library)
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "CORPUS_STATE_DIR": str(tmp_path / "state"),
+        "CORPUS_LIBRARY_DIR": str(library),
+        "COLUMNS": "200",  # rich wraps at 80 columns when not on a terminal
+    }
+    corpus = os.path.join(os.path.dirname(sys.executable), "corpus")
+
+    def run(*args):
+        return subprocess.run([corpus, *args], env=env, capture_output=True, text=True, timeout=600)
+
+    return run
+
+
+def test_ingest_summary_and_search(run_cli, database_url):
+    ingest = run_cli("ingest")
+    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+    assert "1 newly registered" in ingest.stdout
+    assert "ingested 1 books" in ingest.stdout
+
+    with psycopg.connect(database_url) as conn:
+        chunks = conn.execute("SELECT count(*) FROM chunks WHERE book_id = %s", (BOOK,)).fetchone()[0]
+        # Dagster's run storage lives in the same Postgres (dagster-postgres), not in local files.
+        runs = conn.execute("SELECT status FROM runs").fetchall()
+    assert chunks > 30
+    assert runs == [("SUCCESS",)]
+
+    summary = run_cli("summary")
+    assert summary.returncode == 0, summary.stderr
+    assert "The Yellow Wallpaper" in summary.stdout and f"{chunks}" in summary.stdout
+    assert "HNSW index: valid" in summary.stdout
+
+    search = run_cli("search", "creeping women behind the wallpaper pattern", "-k", "2")
+    assert search.returncode == 0, search.stderr
+    assert "The Yellow Wallpaper" in search.stdout and "score" in search.stdout
+
+    again = run_cli("ingest")  # nothing new to register; the book is re-run and converges
+    assert again.returncode == 0 and "0 newly registered" in again.stdout
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == chunks
+
+
+def test_ingest_reports_a_bad_book_and_fails(run_cli, tmp_path):
+    (tmp_path / "library" / "zz empty.txt").write_bytes(b"")
+    result = run_cli("ingest", "--books-per-run", "1")
+    assert result.returncode == 1
+    assert "ingested 1 books" in result.stdout
+    assert "zz-empty-" in result.stdout and "is empty" in result.stdout

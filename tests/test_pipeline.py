@@ -1,0 +1,162 @@
+"""The assets end to end on a real Dagster instance and the real embedded Postgres."""
+
+import shutil
+
+import numpy as np
+import psycopg
+import pytest
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from corpus_assets.assets.chunks import book_chunks
+from corpus_assets.assets.embeddings import chunk_embeddings
+from corpus_assets.assets.pgvector import pgvector_chunks
+from corpus_assets.assets.raw import raw_books
+from corpus_assets.assets.text import book_text
+from corpus_assets.registration import register_books
+from corpus_assets.search import search_chunks
+from resources.artifacts import BookArtifactIOManager
+from resources.embedding import EmbeddingModel
+from resources.library import BookLibrary
+from resources.postgres import PostgresResource
+from resources.settings import SAMPLE_LIBRARY_DIR as SAMPLE_BOOKS
+
+ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks]
+WALLPAPER = "1952_the-yellow-wallpaper"
+ALICE = "11_alices-adventures-in-wonderland"
+
+
+@pytest.fixture
+def library(tmp_path):
+    folder = tmp_path / "library"
+    folder.mkdir()
+    shutil.copy(SAMPLE_BOOKS / f"{WALLPAPER}.txt", folder)
+    return folder
+
+
+@pytest.fixture
+def pipeline(tmp_path, library, database_url):
+    """Materialize books on a real (ephemeral) instance with real resources."""
+    instance = DagsterInstance.ephemeral()
+    resources = {
+        "library": BookLibrary(folder=str(library)),
+        "postgres": PostgresResource(database_url=database_url),
+        "embedding_model": EmbeddingModel(),
+        "io_manager": BookArtifactIOManager(base_dir=str(tmp_path / "artifacts")),
+    }
+
+    def run(*book_ids):
+        register_books(instance, resources["library"])
+        tags = {ASSET_PARTITION_RANGE_START_TAG: book_ids[0], ASSET_PARTITION_RANGE_END_TAG: book_ids[-1]}
+        return materialize(ASSETS, instance=instance, resources=resources, tags=tags, raise_on_error=False)
+
+    run.instance = instance
+    run.postgres = resources["postgres"]
+    return run
+
+
+def chunk_rows(database_url, book_id):
+    with PostgresResource(database_url=database_url).connect() as conn:
+        return conn.execute(
+            "SELECT id, ordinal, vector_dims(embedding), vector_norm(embedding), model FROM chunks "
+            "WHERE book_id = %s ORDER BY ordinal",
+            (book_id,),
+        ).fetchall()
+
+
+def latest_record(instance, asset, book_id):
+    return instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[book_id]), limit=1
+    ).records[0]
+
+
+def latest_metadata(instance, asset, book_id):
+    record = latest_record(instance, asset, book_id)
+    return {key: value.value for key, value in record.asset_materialization.metadata.items()}
+
+
+def failure_message(result):
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    return failure.step_failure_data.error.message
+
+
+def test_one_book_end_to_end(pipeline, database_url):
+    result = pipeline(WALLPAPER)
+    assert result.success
+
+    rows = chunk_rows(database_url, WALLPAPER)
+    chunks = latest_metadata(pipeline.instance, "book_chunks", WALLPAPER)["chunks"]
+    assert len(rows) == chunks > 30
+    assert [r[1] for r in rows] == list(range(len(rows)))
+    assert {r[2] for r in rows} == {384}
+    assert np.allclose([r[3] for r in rows], 1.0, atol=1e-3)
+    assert {r[4] for r in rows} == {"sentence-transformers/all-MiniLM-L6-v2"}
+
+    with psycopg.connect(database_url) as conn:
+        book = conn.execute("SELECT title, author, language, chunk_count FROM books WHERE id = %s", (WALLPAPER,)).fetchone()
+        assert book == ("The Yellow Wallpaper", "Charlotte Perkins Gilman", "English", len(rows))
+        valid = conn.execute(
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE c.relname = 'chunks_embedding_hnsw_idx'"
+        ).fetchone()
+        assert valid == (True,)
+
+    metadata = latest_metadata(pipeline.instance, "pgvector_chunks", WALLPAPER)
+    assert metadata["rows"] == len(rows)
+    text_metadata = latest_metadata(pipeline.instance, "book_text", WALLPAPER)
+    assert text_metadata["title"] == "The Yellow Wallpaper" and text_metadata["gutenberg markers"] is True
+
+
+def test_rematerializing_leaves_the_same_rows(pipeline, database_url):
+    assert pipeline(WALLPAPER).success
+    first = chunk_rows(database_url, WALLPAPER)
+    assert pipeline(WALLPAPER).success
+    assert chunk_rows(database_url, WALLPAPER) == first
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT id) FROM chunks").fetchone() == (len(first), len(first))
+    assert latest_metadata(pipeline.instance, "pgvector_chunks", WALLPAPER)["rows replaced"] == len(first)
+
+
+@pytest.mark.parametrize(
+    ("file_name", "content", "problem"),
+    [("empty book.txt", b"", "is empty"), ("picture.txt", b"\x89PNG\r\n\x1a\n\x00\x00" * 100, "binary")],
+)
+def test_a_bad_file_fails_its_book_and_stores_nothing(pipeline, library, database_url, file_name, content, problem):
+    assert pipeline(WALLPAPER).success
+    before = chunk_rows(database_url, WALLPAPER)
+    (library / file_name).write_bytes(content)
+    bad_book = next(b for b in BookLibrary(folder=str(library)).books() if b != WALLPAPER)
+
+    result = pipeline(bad_book)
+
+    assert not result.success
+    message = failure_message(result)
+    assert bad_book in message and problem in message
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM books WHERE id = %s", (bad_book,)).fetchone() == (0,)
+    assert chunk_rows(database_url, bad_book) == []
+    assert chunk_rows(database_url, WALLPAPER) == before
+
+
+def test_a_batched_run_ingests_several_books_and_search_finds_them(pipeline, library, database_url):
+    shutil.copy(SAMPLE_BOOKS / f"{ALICE}.txt", library)
+    result = pipeline(ALICE, WALLPAPER)  # one run, one step per stage, both books
+    assert result.success
+    for book_id in (ALICE, WALLPAPER):
+        assert chunk_rows(database_url, book_id)
+        assert latest_metadata(pipeline.instance, "chunk_embeddings", book_id)["books in run"] == 2
+        assert latest_record(pipeline.instance, "pgvector_chunks", book_id).run_id == result.run_id
+
+    hits = search_chunks(pipeline.postgres, EmbeddingModel(), "she fell down the rabbit hole", limit=3)
+    assert hits[0].book_id == ALICE and "rabbit" in hits[0].text.lower()
+    filtered = search_chunks(pipeline.postgres, EmbeddingModel(), "she fell down", limit=10, book_id=WALLPAPER)
+    assert len(filtered) == 10 and {h.book_id for h in filtered} == {WALLPAPER}
+
+
+def test_a_bad_book_in_a_batch_is_named_and_stores_nothing(pipeline, library, database_url):
+    (library / "broken.txt").write_bytes(b"\x00\x01\x02" * 1000)
+    result = pipeline(WALLPAPER, "broken")  # partitions are ordered by file name at registration
+    assert not result.success
+    message = failure_message(result)
+    assert "1 of 2 books failed in book_text" in message and "broken: the file is binary" in message
+    assert chunk_rows(database_url, "broken") == []
