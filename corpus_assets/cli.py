@@ -5,6 +5,7 @@ Runs started here are recorded in the same Dagster instance (`dagster.yaml`, Pos
 """
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -150,8 +151,10 @@ def env() -> None:
 @app.command()
 def dev(port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000) -> None:
     """Open the Dagster UI (webserver + daemon) on the project's state, bound to localhost."""
-    dagster_home()
-    os.execvp(
-        "dagster",
-        ["dagster", "dev", "-w", str(settings.PROJECT_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-    )
+    # Started from the home folder: from the project root Dagster would warn that the dagster.yaml
+    # it sees there is not the one in use (it is: the home links to it).
+    os.chdir(dagster_home())
+    # The `dagster` script of this environment, found without the venv being activated.
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    workspace = str(settings.PROJECT_ROOT / "workspace.yaml")
+    os.execv(dagster, [dagster, "dev", "-w", workspace, "-h", "127.0.0.1", "-p", str(port)])

@@ -3,7 +3,7 @@
 import os
 import warnings
 
-from dagster import BackfillPolicy, BetaWarning, DynamicPartitionsDefinition
+from dagster import BackfillPolicy, BetaWarning, DynamicPartitionsDefinition, asset
 
 # Backfill policies are marked beta; the project depends on them, so say it once, here, not per asset.
 warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=BetaWarning)
@@ -15,3 +15,8 @@ books_partitions = DynamicPartitionsDefinition(name="books")
 # partition of a multi-partition run); a re-run of the batch redoes only cheap work.
 BOOKS_PER_RUN = int(os.environ.get("CORPUS_BOOKS_PER_RUN", "20"))
 batched_backfill = BackfillPolicy.multi_run(max_partitions_per_run=BOOKS_PER_RUN)
+
+
+def book_asset(**kwargs):
+    """`@asset` for a per-book stage: one partition per book, batched in backfills."""
+    return asset(partitions_def=books_partitions, backfill_policy=batched_backfill, **kwargs)

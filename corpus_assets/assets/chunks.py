@@ -2,19 +2,17 @@
 
 import time
 
-from dagster import AssetExecutionContext, MetadataValue, asset
+from dagster import AssetExecutionContext, MetadataValue
 
 from corpus_assets.assets._per_book import for_each_book, md_cell
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import OVERLAP, Chunk, chunk_book
 from corpus_assets.books.errors import BookError
-from corpus_assets.partitions import batched_backfill, books_partitions
+from corpus_assets.partitions import book_asset
 from resources.embedding import EmbeddingModel
 
 
-@asset(
-    partitions_def=books_partitions,
-    backfill_policy=batched_backfill,
+@book_asset(
     code_version="1",
     kinds={"python"},
     group_name="books",

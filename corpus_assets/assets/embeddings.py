@@ -4,10 +4,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from dagster import AssetExecutionContext, asset
+from dagster import AssetExecutionContext
 
 from corpus_assets.books.chunking import Chunk
-from corpus_assets.partitions import batched_backfill, books_partitions
+from corpus_assets.partitions import book_asset
 from resources.embedding import EmbeddingModel, resolve_device
 
 
@@ -18,9 +18,7 @@ class BookEmbeddings:
     vectors: np.ndarray  # float32, (chunks, dimension), unit length
 
 
-@asset(
-    partitions_def=books_partitions,
-    backfill_policy=batched_backfill,
+@book_asset(
     code_version="1",
     kinds={"pytorch"},
     group_name="books",

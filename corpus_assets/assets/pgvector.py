@@ -2,7 +2,7 @@
 
 import time
 
-from dagster import AssetExecutionContext, asset
+from dagster import AssetExecutionContext
 from psycopg import Connection
 
 from corpus_assets.assets._per_book import for_each_book
@@ -10,7 +10,7 @@ from corpus_assets.assets.embeddings import BookEmbeddings
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import Chunk
 from corpus_assets.books.errors import BookError
-from corpus_assets.partitions import batched_backfill, books_partitions
+from corpus_assets.partitions import book_asset
 from resources.postgres import PostgresResource
 
 _UPSERT_BOOK = """
@@ -82,9 +82,7 @@ def _embedding_dimension(conn: Connection) -> int:
     return int(row[0])
 
 
-@asset(
-    partitions_def=books_partitions,
-    backfill_policy=batched_backfill,
+@book_asset(
     code_version="1",
     kinds={"postgres"},
     group_name="indexes",

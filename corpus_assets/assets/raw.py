@@ -3,11 +3,11 @@
 import hashlib
 from dataclasses import dataclass
 
-from dagster import AssetExecutionContext, MetadataValue, asset
+from dagster import AssetExecutionContext, MetadataValue
 
 from corpus_assets.assets._per_book import for_each_book
 from corpus_assets.books.errors import BookError
-from corpus_assets.partitions import batched_backfill, books_partitions
+from corpus_assets.partitions import book_asset
 from resources.library import BookLibrary
 
 
@@ -21,9 +21,7 @@ class RawBook:
     sha256: str
 
 
-@asset(
-    partitions_def=books_partitions,
-    backfill_policy=batched_backfill,
+@book_asset(
     code_version="1",
     kinds={"file"},
     group_name="books",

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from dagster import AssetExecutionContext, MetadataValue, asset
+from dagster import AssetExecutionContext, MetadataValue
 
 from corpus_assets.assets._per_book import for_each_book, md_cell
 from corpus_assets.assets.raw import RawBook
@@ -10,7 +10,7 @@ from corpus_assets.books.chapters import Section, split_sections
 from corpus_assets.books.decode import decode_book
 from corpus_assets.books.errors import BookError
 from corpus_assets.books.gutenberg import split_gutenberg
-from corpus_assets.partitions import batched_backfill, books_partitions
+from corpus_assets.partitions import book_asset
 
 
 @dataclass(frozen=True)
@@ -49,9 +49,7 @@ def clean_book(raw: RawBook) -> BookText:
     )
 
 
-@asset(
-    partitions_def=books_partitions,
-    backfill_policy=batched_backfill,
+@book_asset(
     code_version="1",
     kinds={"python"},
     group_name="books",
