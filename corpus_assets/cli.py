@@ -100,17 +100,25 @@ def ingest(
 
 @app.command()
 def summary() -> None:
-    """Books and chunks stored in Postgres."""
+    """Books, chunks and tokens, with each store's count per book and index health."""
     from corpus_assets.status import corpus_summary
 
     stats = corpus_summary()
-    table = Table(title=f"corpus: {len(stats.books)} books, {stats.chunks:,} chunks in pgvector")
-    for column in ("book", "title", "author", "chapters", "chunks", "tokens"):
-        table.add_column(column, justify="right" if column in ("chapters", "chunks", "tokens") else "left")
-    for book in stats.books:
-        table.add_row(book.id, book.title, book.author or "", str(book.chapters), f"{book.chunks:,}", f"{book.tokens:,}")
+    table = Table(title=f"corpus: {len(stats.books)} books")
+    numbers = {"chapters": "chapters", "tokens": "tokens", "pgvector": "chunks", "qdrant": "qdrant_points",
+               "graph": "graph_chunks"}
+    table.add_column("book", overflow="fold")
+    table.add_column("title", max_width=30)
+    for column in numbers:
+        table.add_column(column, justify="right")
+    for b in stats.books:
+        table.add_row(b.id, b.title, *(f"{getattr(b, field):,}" for field in numbers.values()))
+    table.add_section()
+    table.add_row("total", "", *(f"{stats.total(field):,}" for field in numbers.values()))
     console.print(table)
-    console.print(f"HNSW index: {'valid' if stats.hnsw_index_valid else '[red]missing or invalid[/red]'}")
+    agree = all(b.chunks == b.qdrant_points == b.graph_chunks for b in stats.books)
+    console.print(f"stores agree: {'yes' if agree else '[red]no[/red]'}; "
+                  f"HNSW index: {'valid' if stats.hnsw_index_valid else '[red]missing or invalid[/red]'}")
 
 
 @app.command()
@@ -118,17 +126,24 @@ def search(
     query: str,
     limit: Annotated[int, typer.Option("--limit", "-k", help="How many passages.")] = 5,
     book: Annotated[str | None, typer.Option(help="Search only this book id.")] = None,
+    store: Annotated[str, typer.Option(help="pgvector or qdrant.")] = "pgvector",
 ) -> None:
-    """Passages closest in meaning to QUERY (pgvector HNSW, cosine)."""
-    from corpus_assets.search import search_chunks
+    """Passages closest in meaning to QUERY (cosine), from pgvector (HNSW) or Qdrant."""
+    from corpus_assets.search import search_chunks, search_qdrant
+    from corpus_assets.status import stores_from_environment
     from resources.embedding import EmbeddingModel
-    from resources.postgres import PostgresResource
 
-    hits = search_chunks(PostgresResource(database_url=os.environ.get(settings.DATABASE_URL_ENV)), EmbeddingModel(), query, limit, book)
-    console.print(f'[bold]"{query}"[/bold]')
+    postgres, qdrant, _ = stores_from_environment()
+    if store == "qdrant":
+        hits = search_qdrant(qdrant, postgres, EmbeddingModel(), query, limit, book)
+    elif store == "pgvector":
+        hits = search_chunks(postgres, EmbeddingModel(), query, limit, book)
+    else:
+        raise typer.BadParameter("--store is pgvector or qdrant")
+    console.print(f'[bold]{store}: "{query}"[/bold]')
     for rank, hit in enumerate(hits, 1):
-        console.print(f"\n{rank}. [bold]{hit.title}[/bold] · {hit.chapter} · chunk {hit.ordinal} · score {hit.score:.3f}")
-        console.print(" ".join(hit.text.split())[:500], highlight=False)
+        console.print(f"{rank}. [bold]{hit.title}[/bold] · {hit.chapter} · chunk {hit.ordinal} · score {hit.score:.3f}")
+        console.print(" ".join(hit.text.split())[:400], highlight=False)
 
 
 @app.command()
@@ -136,7 +151,9 @@ def demo() -> None:
     """Ingest the library (the sample books by default), show what was stored and search it."""
     ingest(None, 0)
     summary()
-    search(DEMO_QUERY, limit=1, book=None)
+    for store in ("pgvector", "qdrant"):
+        console.print()
+        search(DEMO_QUERY, limit=1, book=None, store=store)
     console.print("\nOpen the Dagster UI on this state with: make dev")
 
 

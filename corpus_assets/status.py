@@ -1,10 +1,22 @@
-"""What is stored: books, chunks and index health, read from Postgres."""
+"""What is stored, store by store: books and chunks in Postgres, points in Qdrant, nodes in the graph."""
 
 import os
 from dataclasses import dataclass
 
+from resources.graph import GraphResource
 from resources.postgres import PostgresResource
+from resources.qdrant import QdrantResource, book_filter
 from resources.settings import DATABASE_URL_ENV
+
+
+def stores_from_environment() -> tuple[PostgresResource, QdrantResource, GraphResource]:
+    """The stores as the Definitions configure them, for code that runs outside Dagster (the CLI)."""
+    env = os.environ.get
+    return (
+        PostgresResource(database_url=env(DATABASE_URL_ENV)),
+        QdrantResource(url=env("QDRANT_URL"), api_key=env("QDRANT_API_KEY")),
+        GraphResource(neo4j_uri=env("NEO4J_URI"), neo4j_user=env("NEO4J_USER") or "neo4j", neo4j_password=env("NEO4J_PASSWORD")),
+    )
 
 
 @dataclass(frozen=True)
@@ -15,28 +27,29 @@ class BookStats:
     chapters: int
     chunks: int
     tokens: int
+    qdrant_points: int
+    graph_chunks: int
 
 
 @dataclass(frozen=True)
 class CorpusSummary:
     books: list[BookStats]
-    chunks: int
     hnsw_index_valid: bool
 
+    def total(self, field: str) -> int:
+        return sum(getattr(book, field) for book in self.books)
 
-def corpus_summary(postgres: PostgresResource | None = None) -> CorpusSummary:
-    postgres = postgres or PostgresResource(database_url=os.environ.get(DATABASE_URL_ENV))
+
+def corpus_summary() -> CorpusSummary:
+    postgres, qdrant, graph = stores_from_environment()
     with postgres.connect() as conn:
-        books = [
-            BookStats(*row)
-            for row in conn.execute(
-                """
-                SELECT b.id, b.title, b.author, b.chapter_count, count(c.id), coalesce(sum(c.token_count), 0)
-                FROM books b LEFT JOIN chunks c ON c.book_id = b.id
-                GROUP BY b.id ORDER BY b.id
-                """
-            )
-        ]
+        rows = conn.execute(
+            """
+            SELECT b.id, b.title, b.author, b.chapter_count, count(c.id), coalesce(sum(c.token_count), 0)
+            FROM books b LEFT JOIN chunks c ON c.book_id = b.id
+            GROUP BY b.id ORDER BY b.id
+            """
+        ).fetchall()
         valid = conn.execute(
             """
             SELECT coalesce(bool_and(i.indisvalid), false)
@@ -44,4 +57,13 @@ def corpus_summary(postgres: PostgresResource | None = None) -> CorpusSummary:
             WHERE c.relname = 'chunks_embedding_hnsw_idx'
             """
         ).fetchone()[0]
-    return CorpusSummary(books=books, chunks=sum(b.chunks for b in books), hnsw_index_valid=valid)
+    with qdrant.client() as client:
+        exists = client.collection_exists(qdrant.collection)
+        points = {
+            row[0]: client.count(qdrant.collection, count_filter=book_filter(row[0]), exact=True).count if exists else 0
+            for row in rows
+        }
+    with graph.session() as session:
+        nodes = {r["book"]: int(r["chunks"]) for r in session.run("MATCH (c:Chunk) RETURN c.book_id AS book, count(c) AS chunks")}
+    books = [BookStats(*row, qdrant_points=points[row[0]], graph_chunks=nodes.get(row[0], 0)) for row in rows]
+    return CorpusSummary(books=books, hnsw_index_valid=valid)

@@ -7,6 +7,8 @@ same variables, which is what lets them share one embedded Postgres server.
 import os
 from pathlib import Path
 
+from dagster import EnvVar
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 STATE_DIR_ENV = "CORPUS_STATE_DIR"
@@ -25,3 +27,11 @@ def state_dir() -> Path:
 def library_dir() -> Path:
     """The folder of book files to ingest (default: the sample books shipped with the project)."""
     return Path(os.environ.get(LIBRARY_DIR_ENV) or SAMPLE_LIBRARY_DIR).resolve()
+
+
+def env_or_none(name: str) -> EnvVar | None:
+    """`EnvVar(name)` when the variable is set (resolved at run time, never logged), else None.
+
+    Unset means "use the embedded default" for the store URLs, which a bare EnvVar cannot say.
+    """
+    return EnvVar(name) if os.environ.get(name) else None

@@ -3,12 +3,15 @@
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from resources import embedded_postgres
+from resources import embedded_falkordb, embedded_postgres
+from resources.graph import GraphResource
+from resources.qdrant import QdrantResource
 from resources.settings import PROJECT_ROOT
 
 SHARED_BOOKS = PROJECT_ROOT.parent / "shared" / "corpus" / "dev"
@@ -27,7 +30,7 @@ def shared_books() -> Path:
 
 
 @pytest.fixture(scope="session")
-def state_dir(tmp_path_factory) -> Path:
+def state_dir(tmp_path_factory) -> Iterator[Path]:
     """A state folder of the test session's own; the embedded server in it is deleted at exit."""
     state = tmp_path_factory.mktemp("state")
     os.environ["CORPUS_STATE_DIR"] = str(state)
@@ -37,7 +40,8 @@ def state_dir(tmp_path_factory) -> Path:
 
         # Registered first with cleanup_mode="delete": ensure_server() then reuses this handle.
         server_package.get_server(state / "postgres", cleanup_mode="delete")
-    return state
+    yield state
+    embedded_falkordb.stop_server(state / "falkordb")
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +59,15 @@ def database_url(pg_socket) -> str:
     yield embedded_postgres.url(pg_socket, name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def graph(state_dir) -> GraphResource:
+    """A graph of its own on the session's embedded FalkorDB server."""
+    return GraphResource(graph_name=f"test_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def qdrant(tmp_path) -> QdrantResource:
+    """Qdrant local mode, on disk in a folder of the test's own."""
+    return QdrantResource(path=str(tmp_path / "qdrant"))

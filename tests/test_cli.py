@@ -8,6 +8,7 @@ import sys
 import psycopg
 import pytest
 
+from resources import embedded_falkordb
 from resources.settings import SAMPLE_LIBRARY_DIR
 
 BOOK = "1952_the-yellow-wallpaper"
@@ -30,7 +31,8 @@ def run_cli(tmp_path, database_url):
     def run(*args):
         return subprocess.run([corpus, *args], env=env, capture_output=True, text=True, timeout=600)
 
-    return run
+    yield run
+    embedded_falkordb.stop_server(tmp_path / "state" / "falkordb")  # the CLI left it running for others
 
 
 def test_ingest_summary_and_search(run_cli, database_url):
@@ -49,11 +51,12 @@ def test_ingest_summary_and_search(run_cli, database_url):
     summary = run_cli("summary")
     assert summary.returncode == 0, summary.stderr
     assert "The Yellow Wallpaper" in summary.stdout and f"{chunks}" in summary.stdout
-    assert "HNSW index: valid" in summary.stdout
+    assert "stores agree: yes; HNSW index: valid" in summary.stdout
 
-    search = run_cli("search", "creeping women behind the wallpaper pattern", "-k", "2")
-    assert search.returncode == 0, search.stderr
-    assert "The Yellow Wallpaper" in search.stdout and "score" in search.stdout
+    for store in ("pgvector", "qdrant"):
+        search = run_cli("search", "creeping women behind the wallpaper pattern", "-k", "2", "--store", store)
+        assert search.returncode == 0, search.stderr
+        assert f"{store}:" in search.stdout and "The Yellow Wallpaper" in search.stdout and "score" in search.stdout
 
     again = run_cli("ingest")  # nothing new to register; the book is re-run and converges
     assert again.returncode == 0 and "0 newly registered" in again.stdout

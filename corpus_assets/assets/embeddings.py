@@ -7,6 +7,7 @@ import numpy as np
 from dagster import AssetExecutionContext
 
 from corpus_assets.books.chunking import Chunk
+from corpus_assets.books.errors import BookError
 from corpus_assets.partitions import book_asset
 from resources.embedding import EmbeddingModel, resolve_device
 
@@ -17,11 +18,17 @@ class BookEmbeddings:
     chunk_ids: list[str]
     vectors: np.ndarray  # float32, (chunks, dimension), unit length
 
+    def require_match(self, chunks: list[Chunk]) -> None:
+        """Refuse to store vectors computed for another version of the book's chunks."""
+        if self.chunk_ids != [c.id for c in chunks]:
+            raise BookError("its embeddings do not match its chunks; re-materialize chunk_embeddings")
+
 
 @book_asset(
     code_version="1",
     kinds={"pytorch"},
     group_name="books",
+    pool="embedding",  # one encode saturates the CPU cores; more would only contend
 )
 def chunk_embeddings(
     context: AssetExecutionContext, book_chunks: dict[str, list[Chunk]], embedding_model: EmbeddingModel

@@ -38,8 +38,7 @@ def replace_book(conn: Connection, book: BookText, chunks: list[Chunk], embeddin
     Readers see the old chunks or the new ones, never a mix; a second writer of the same book
     waits on the book's advisory lock.
     """
-    if embeddings.chunk_ids != [c.id for c in chunks]:
-        raise BookError("its embeddings do not match its chunks; re-materialize chunk_embeddings")
+    embeddings.require_match(chunks)
     dimension = _embedding_dimension(conn)
     if embeddings.vectors.shape[1] != dimension:
         raise BookError(

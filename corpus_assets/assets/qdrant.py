@@ -1,0 +1,90 @@
+"""Stage 5b: each book's chunks as Qdrant points (vector + payload)."""
+
+import time
+
+from dagster import AssetExecutionContext
+from qdrant_client import QdrantClient, models
+
+from corpus_assets.assets._per_book import for_each_book
+from corpus_assets.assets.embeddings import BookEmbeddings
+from corpus_assets.books.chunking import Chunk
+from corpus_assets.partitions import book_asset
+from resources.qdrant import LOCAL_MODE_COMFORTABLE_POINTS, QdrantResource, book_filter, point_id
+
+UPLOAD_BATCH = 128
+
+
+def replace_book_points(
+    client: QdrantClient, collection: str, chunks: list[Chunk], embeddings: BookEmbeddings
+) -> int:
+    """Upsert the book's points, then delete its points for chunks that no longer exist.
+
+    Returns how many stale points were deleted. Point ids derive from chunk ids, so a re-run
+    overwrites the same points.
+    """
+    book_id = chunks[0].book_id
+    ids = [point_id(c.id) for c in chunks]
+    client.upload_points(
+        collection,
+        points=[
+            models.PointStruct(
+                id=pid,
+                vector=vector.tolist(),
+                payload={"book_id": c.book_id, "chunk_id": c.id, "ordinal": c.ordinal, "chapter": c.chapter, "text": c.text},
+            )
+            for pid, c, vector in zip(ids, chunks, embeddings.vectors, strict=True)
+        ],
+        batch_size=UPLOAD_BATCH,
+        wait=True,
+    )
+    stale = models.Filter(
+        must=book_filter(book_id).must, must_not=[models.HasIdCondition(has_id=ids)]
+    )
+    stale_count = client.count(collection, count_filter=stale, exact=True).count
+    if stale_count:
+        client.delete(collection, points_selector=models.FilterSelector(filter=stale), wait=True)
+    return stale_count
+
+
+@book_asset(
+    code_version="1",
+    kinds={"qdrant"},
+    group_name="indexes",
+    pool="qdrant",  # local mode allows one process per folder: writers take turns
+)
+def qdrant_points(
+    context: AssetExecutionContext,
+    qdrant: QdrantResource,
+    book_chunks: dict[str, list[Chunk]],
+    chunk_embeddings: dict[str, BookEmbeddings],
+) -> None:
+    """One point per chunk in the Qdrant collection, id = uuid5(chunk id), payload indexed by book."""
+    with qdrant.client() as client:
+        dimension = next(iter(chunk_embeddings.values())).vectors.shape[1]
+        qdrant.ensure_collection(client, dimension)
+
+        def write(book_id: str) -> None:
+            started = time.perf_counter()
+            chunks = book_chunks[book_id]
+            chunk_embeddings[book_id].require_match(chunks)
+            stale = replace_book_points(client, qdrant.collection, chunks, chunk_embeddings[book_id])
+            seconds = time.perf_counter() - started
+            context.add_asset_metadata(
+                {
+                    "points": len(chunks),
+                    "stale points deleted": stale,
+                    "collection": qdrant.collection,
+                    "backend": "local" if qdrant.is_local else "server",
+                    "seconds": round(seconds, 2),
+                    "points per second": round(len(chunks) / seconds, 1) if seconds else 0.0,
+                },
+                partition_key=book_id,
+            )
+
+        for_each_book(context, context.partition_keys, write)
+        total = client.count(qdrant.collection, exact=True).count
+        if qdrant.is_local and total > LOCAL_MODE_COMFORTABLE_POINTS:
+            context.log.warning(
+                f"Qdrant local mode holds {total:,} points (comfortable up to {LOCAL_MODE_COMFORTABLE_POINTS:,}): "
+                "it loads them all on every open and searches by brute force. Set QDRANT_URL to use a server."
+            )

@@ -1,0 +1,187 @@
+"""Qdrant, the graph and the asset checks, on the real embedded stores."""
+
+import shutil
+from types import SimpleNamespace
+
+import psycopg
+import pytest
+from dagster import AssetSelection, DagsterInstance, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from qdrant_client import models
+
+from corpus_assets.assets.chunks import book_chunks
+from corpus_assets.assets.embeddings import chunk_embeddings
+from corpus_assets.assets.graph import book_graph, similar_chunks
+from corpus_assets.assets.pgvector import pgvector_chunks
+from corpus_assets.assets.qdrant import qdrant_points
+from corpus_assets.assets.raw import raw_books
+from corpus_assets.assets.text import book_text
+from corpus_assets.checks import book_checks, graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
+from corpus_assets.registration import register_books
+from resources.artifacts import BookArtifactIOManager
+from resources.embedding import EmbeddingModel
+from resources.library import BookLibrary
+from resources.postgres import PostgresResource
+from resources.qdrant import point_id
+from resources.settings import SAMPLE_LIBRARY_DIR
+
+ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph, similar_chunks]
+WALLPAPER = "1952_the-yellow-wallpaper"
+ALICE = "11_alices-adventures-in-wonderland"
+
+
+@pytest.fixture
+def library(tmp_path):
+    folder = tmp_path / "library"
+    folder.mkdir()
+    shutil.copy(SAMPLE_LIBRARY_DIR / f"{WALLPAPER}.txt", folder)
+    return folder
+
+
+@pytest.fixture
+def stores(tmp_path, library, database_url, qdrant, graph):
+    instance = DagsterInstance.ephemeral()
+    resources = {
+        "library": BookLibrary(folder=str(library)),
+        "postgres": PostgresResource(database_url=database_url),
+        "embedding_model": EmbeddingModel(),
+        "io_manager": BookArtifactIOManager(base_dir=str(tmp_path / "artifacts")),
+        "qdrant": qdrant,
+        "graph": graph,
+    }
+
+    def ingest(*book_ids, selection=None):
+        register_books(instance, resources["library"])
+        tags = {ASSET_PARTITION_RANGE_START_TAG: book_ids[0], ASSET_PARTITION_RANGE_END_TAG: book_ids[-1]}
+        return materialize([*ASSETS, *book_checks], instance=instance, resources=resources, tags=tags,
+                           selection=selection, raise_on_error=False)
+
+    def ids(book_id):
+        return (postgres_chunk_ids(resources["postgres"], book_id), qdrant_chunk_ids(qdrant, book_id),
+                graph_chunk_ids(graph, book_id))
+
+    def graph_counts(book_id):
+        with graph.session() as session:
+            return session.run(
+                """
+                MATCH (b:Book {id: $book_id})
+                OPTIONAL MATCH (b)-[:HAS_CHAPTER]->(ch:Chapter)
+                WITH b, count(ch) AS chapters
+                OPTIONAL MATCH (c:Chunk {book_id: $book_id})-[n:NEXT]->()
+                WITH b, chapters, count(n) AS next_edges
+                OPTIONAL MATCH (:Chunk)-[p:PART_OF]->(b)
+                RETURN chapters, next_edges, count(p) AS part_of
+                """,
+                {"book_id": book_id},
+            )[0]
+
+    # A namespace, not a class: resources set as class attributes turn into descriptors.
+    return SimpleNamespace(postgres=resources["postgres"], qdrant=qdrant, graph=graph, ingest=ingest, ids=ids,
+                           graph_counts=graph_counts)
+
+
+def evaluations(result):
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+
+def test_one_book_in_every_store_with_every_check_green(stores):
+    result = stores.ingest(WALLPAPER)
+    assert result.success
+    postgres_ids, qdrant_ids, graph_ids = stores.ids(WALLPAPER)
+    assert len(postgres_ids) > 30 and postgres_ids == qdrant_ids == graph_ids
+    counts = stores.graph_counts(WALLPAPER)
+    assert counts == {"chapters": 1, "next_edges": len(postgres_ids) - 1, "part_of": len(postgres_ids)}
+    checks = evaluations(result)
+    assert len(checks) == len(book_checks)
+    assert all(e.passed for e in checks.values()), {n: e.metadata for n, e in checks.items() if not e.passed}
+    assert checks["ann_recall"].metadata["recall@10"].value >= 0.95
+
+    again = stores.ingest(WALLPAPER)  # a re-run changes nothing
+    assert again.success
+    assert stores.ids(WALLPAPER) == (postgres_ids, qdrant_ids, graph_ids)
+    assert stores.graph_counts(WALLPAPER) == counts
+    with stores.qdrant.client() as client:
+        assert client.count(stores.qdrant.collection, exact=True).count == len(postgres_ids)
+
+
+def test_an_edited_book_leaves_no_stale_chunks_anywhere(stores, library):
+    assert stores.ingest(WALLPAPER).success
+    old_ids = stores.ids(WALLPAPER)[0]
+    path = library / f"{WALLPAPER}.txt"
+    text = path.read_text(encoding="utf-8")
+    middle = text.index("*** END OF")
+    path.write_text(text[: middle // 2] + "\n\n" + text[middle:], encoding="utf-8")  # drop the second half
+
+    result = stores.ingest(WALLPAPER)
+
+    assert result.success
+    postgres_ids, qdrant_ids, graph_ids = stores.ids(WALLPAPER)
+    assert len(postgres_ids) < len(old_ids) and postgres_ids == qdrant_ids == graph_ids
+    assert stores.graph_counts(WALLPAPER)["next_edges"] == len(postgres_ids) - 1
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+
+
+def _delete_a_point(stores, book_id):
+    chunk_id = sorted(stores.ids(book_id)[0])[0]
+    with stores.qdrant.client() as client:
+        client.delete(stores.qdrant.collection, points_selector=models.PointIdsList(points=[point_id(chunk_id)]))
+
+
+def _graph(cypher):
+    def breaker(stores, book_id):
+        with stores.graph.session() as session:
+            session.run(cypher, {"book_id": book_id})
+    return breaker
+
+
+def _sql(statement):
+    def breaker(stores, book_id):
+        with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:
+            conn.execute(statement, {"book_id": book_id})
+    return breaker
+
+
+BREAKERS = {
+    "delete a Qdrant point": (_delete_a_point, "qdrant_matches_postgres"),
+    "drop a Chunk node": (_graph("MATCH (c:Chunk {book_id: $book_id, ordinal: 3}) DETACH DELETE c"), "graph_matches_postgres"),
+    "break the NEXT chain": (_graph("MATCH (:Chunk {book_id: $book_id, ordinal: 3})-[r:NEXT]->() DELETE r"), "graph_is_well_formed"),
+    "detach a chunk from its book": (_graph("MATCH (:Chunk {book_id: $book_id, ordinal: 0})-[r:PART_OF]->() DELETE r"), "graph_is_well_formed"),
+    "a SIMILAR edge inside the book": (
+        _graph("MATCH (a:Chunk {book_id: $book_id, ordinal: 0}), (z:Chunk {book_id: $book_id, ordinal: 9}) CREATE (a)-[:SIMILAR {score: 1.0}]->(z)"),
+        "similar_edges_cross_books",
+    ),
+    "drop the HNSW index": (_sql("DROP INDEX chunks_embedding_hnsw_idx"), "hnsw_index_is_valid"),
+    "a vector that is not unit length": (
+        _sql("UPDATE chunks SET embedding = array_fill(0.5, ARRAY[384])::vector WHERE book_id = %(book_id)s AND ordinal = 2"),
+        "vectors_are_sane",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BREAKERS))
+def test_each_check_fails_on_the_state_it_guards(stores, breakage):
+    assert stores.ingest(WALLPAPER).success
+    break_store, check_name = BREAKERS[breakage]
+    break_store(stores, WALLPAPER)
+
+    check = next(c for c in book_checks if c.check_key.name == check_name)
+    result = stores.ingest(WALLPAPER, selection=AssetSelection.checks(check))
+
+    evaluation = evaluations(result)[check_name]
+    assert not evaluation.passed
+    assert evaluation.metadata["book"].value == WALLPAPER
+
+
+def test_similar_edges_link_chunks_of_different_books(stores, library):
+    shutil.copy(SAMPLE_LIBRARY_DIR / f"{ALICE}.txt", library)
+    result = stores.ingest(ALICE, WALLPAPER)
+    assert result.success
+    with stores.graph.session() as session:
+        rows = session.run(
+            "MATCH (a:Chunk)-[s:SIMILAR]->(z:Chunk) RETURN a.book_id AS source, z.book_id AS target, s.score AS score"
+        )
+    assert {r["source"] for r in rows} == {ALICE, WALLPAPER}
+    assert all(r["source"] != r["target"] and r["score"] >= 0.5 for r in rows)
+    checks = evaluations(result)
+    assert checks["similar_edges_cross_books"].passed
+    assert checks["qdrant_matches_postgres"].metadata["books checked"].value == 2
