@@ -49,6 +49,13 @@ def _evaluate(context: AssetCheckExecutionContext, evaluate: Callable[[str], Ver
     )
 
 
+def _matches_postgres(
+    context: AssetCheckExecutionContext, postgres: PostgresResource, store_ids: Callable[[str], set[str]], store: str
+) -> AssetCheckResult:
+    """Each book's chunk ids in `store` are exactly its chunk ids in Postgres."""
+    return _evaluate(context, lambda book_id: _compare_ids(postgres_chunk_ids(postgres, book_id), store_ids(book_id), store))
+
+
 def _compare_ids(expected: set[str], found: set[str], store: str) -> Verdict:
     missing, extra = sorted(expected - found), sorted(found - expected)
     return not missing and not extra, {
@@ -176,10 +183,7 @@ def qdrant_matches_postgres(
     context: AssetCheckExecutionContext, postgres: PostgresResource, qdrant: QdrantResource
 ) -> AssetCheckResult:
     """Qdrant holds exactly the book's chunk ids that Postgres holds."""
-    return _evaluate(
-        context,
-        lambda book_id: _compare_ids(postgres_chunk_ids(postgres, book_id), qdrant_chunk_ids(qdrant, book_id), "Qdrant"),
-    )
+    return _matches_postgres(context, postgres, lambda book_id: qdrant_chunk_ids(qdrant, book_id), "Qdrant")
 
 
 @asset_check(asset=qdrant_points, partitions_def=books_partitions)
@@ -195,10 +199,7 @@ def graph_matches_postgres(
     context: AssetCheckExecutionContext, postgres: PostgresResource, graph: GraphResource
 ) -> AssetCheckResult:
     """The graph holds exactly the book's chunk ids that Postgres holds, as Chunk nodes."""
-    return _evaluate(
-        context,
-        lambda book_id: _compare_ids(postgres_chunk_ids(postgres, book_id), graph_chunk_ids(graph, book_id), "graph"),
-    )
+    return _matches_postgres(context, postgres, lambda book_id: graph_chunk_ids(graph, book_id), "graph")
 
 
 _PART_OF_VIOLATIONS = """

@@ -1,6 +1,7 @@
 """Shared fixtures: a real embedded Postgres for the session, a fresh database per test."""
 
 import os
+import shutil
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -8,14 +9,20 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from dagster import materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from corpus_assets.registration import register_books
 from resources import embedded_falkordb, embedded_postgres
+from resources.artifacts import BookArtifactIOManager
+from resources.embedding import EmbeddingModel
 from resources.graph import GraphResource
+from resources.library import BookLibrary
+from resources.postgres import PostgresResource
 from resources.qdrant import QdrantResource
-from resources.settings import PROJECT_ROOT
+from resources.settings import PROJECT_ROOT, SAMPLE_LIBRARY_DIR
 
 SHARED_BOOKS = PROJECT_ROOT.parent / "shared" / "corpus" / "dev"
-SAMPLE_BOOKS = PROJECT_ROOT / "data" / "sample_books"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -71,3 +78,38 @@ def graph(state_dir) -> GraphResource:
 def qdrant(tmp_path) -> QdrantResource:
     """Qdrant local mode, on disk in a folder of the test's own."""
     return QdrantResource(path=str(tmp_path / "qdrant"))
+
+
+WALLPAPER = "1952_the-yellow-wallpaper"
+
+
+@pytest.fixture
+def library(tmp_path) -> Path:
+    """A library folder of the test's own, holding The Yellow Wallpaper (the smallest sample)."""
+    folder = tmp_path / "library"
+    folder.mkdir()
+    shutil.copy(SAMPLE_LIBRARY_DIR / f"{WALLPAPER}.txt", folder)
+    return folder
+
+
+@pytest.fixture
+def book_resources(tmp_path, library, database_url) -> dict:
+    """Real resources on the test's own library, database and artifact folder."""
+    return {
+        "library": BookLibrary(folder=str(library)),
+        "postgres": PostgresResource(database_url=database_url),
+        "embedding_model": EmbeddingModel(),
+        "io_manager": BookArtifactIOManager(base_dir=str(tmp_path / "artifacts")),
+    }
+
+
+@pytest.fixture
+def materialize_books():
+    """Register the library's books, then materialize `book_ids` (contiguous) in one run."""
+
+    def run(assets, instance, resources, book_ids, **kwargs):
+        register_books(instance, resources["library"])
+        tags = {ASSET_PARTITION_RANGE_START_TAG: book_ids[0], ASSET_PARTITION_RANGE_END_TAG: book_ids[-1]}
+        return materialize(assets, instance=instance, resources=resources, tags=tags, raise_on_error=False, **kwargs)
+
+    return run

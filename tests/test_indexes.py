@@ -5,8 +5,7 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
-from dagster import AssetSelection, DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster import AssetSelection, DagsterInstance
 from qdrant_client import models
 
 from corpus_assets.assets.chunks import book_chunks
@@ -17,11 +16,6 @@ from corpus_assets.assets.qdrant import qdrant_points
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
 from corpus_assets.checks import book_checks, graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
-from corpus_assets.registration import register_books
-from resources.artifacts import BookArtifactIOManager
-from resources.embedding import EmbeddingModel
-from resources.library import BookLibrary
-from resources.postgres import PostgresResource
 from resources.qdrant import point_id
 from resources.settings import SAMPLE_LIBRARY_DIR
 
@@ -31,30 +25,12 @@ ALICE = "11_alices-adventures-in-wonderland"
 
 
 @pytest.fixture
-def library(tmp_path):
-    folder = tmp_path / "library"
-    folder.mkdir()
-    shutil.copy(SAMPLE_LIBRARY_DIR / f"{WALLPAPER}.txt", folder)
-    return folder
-
-
-@pytest.fixture
-def stores(tmp_path, library, database_url, qdrant, graph):
+def stores(book_resources, materialize_books, qdrant, graph):
     instance = DagsterInstance.ephemeral()
-    resources = {
-        "library": BookLibrary(folder=str(library)),
-        "postgres": PostgresResource(database_url=database_url),
-        "embedding_model": EmbeddingModel(),
-        "io_manager": BookArtifactIOManager(base_dir=str(tmp_path / "artifacts")),
-        "qdrant": qdrant,
-        "graph": graph,
-    }
+    resources = {**book_resources, "qdrant": qdrant, "graph": graph}
 
     def ingest(*book_ids, selection=None):
-        register_books(instance, resources["library"])
-        tags = {ASSET_PARTITION_RANGE_START_TAG: book_ids[0], ASSET_PARTITION_RANGE_END_TAG: book_ids[-1]}
-        return materialize([*ASSETS, *book_checks], instance=instance, resources=resources, tags=tags,
-                           selection=selection, raise_on_error=False)
+        return materialize_books([*ASSETS, *book_checks], instance, resources, book_ids, selection=selection)
 
     def ids(book_id):
         return (postgres_chunk_ids(resources["postgres"], book_id), qdrant_chunk_ids(qdrant, book_id),

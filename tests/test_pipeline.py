@@ -5,17 +5,14 @@ import shutil
 import numpy as np
 import psycopg
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
 
 from corpus_assets.assets.chunks import book_chunks
 from corpus_assets.assets.embeddings import chunk_embeddings
 from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
-from corpus_assets.registration import register_books
 from corpus_assets.search import search_chunks
-from resources.artifacts import BookArtifactIOManager
 from resources.embedding import EmbeddingModel
 from resources.library import BookLibrary
 from resources.postgres import PostgresResource
@@ -27,31 +24,15 @@ ALICE = "11_alices-adventures-in-wonderland"
 
 
 @pytest.fixture
-def library(tmp_path):
-    folder = tmp_path / "library"
-    folder.mkdir()
-    shutil.copy(SAMPLE_BOOKS / f"{WALLPAPER}.txt", folder)
-    return folder
-
-
-@pytest.fixture
-def pipeline(tmp_path, library, database_url):
+def pipeline(book_resources, materialize_books):
     """Materialize books on a real (ephemeral) instance with real resources."""
     instance = DagsterInstance.ephemeral()
-    resources = {
-        "library": BookLibrary(folder=str(library)),
-        "postgres": PostgresResource(database_url=database_url),
-        "embedding_model": EmbeddingModel(),
-        "io_manager": BookArtifactIOManager(base_dir=str(tmp_path / "artifacts")),
-    }
 
     def run(*book_ids):
-        register_books(instance, resources["library"])
-        tags = {ASSET_PARTITION_RANGE_START_TAG: book_ids[0], ASSET_PARTITION_RANGE_END_TAG: book_ids[-1]}
-        return materialize(ASSETS, instance=instance, resources=resources, tags=tags, raise_on_error=False)
+        return materialize_books(ASSETS, instance, book_resources, book_ids)
 
     run.instance = instance
-    run.postgres = resources["postgres"]
+    run.postgres = book_resources["postgres"]
     return run
 
 
