@@ -27,6 +27,10 @@ def model_location(model_name: str) -> str:
     return model_name
 
 
+def configured_model_name() -> str:
+    return os.environ.get(MODEL_ENV, DEFAULT_MODEL)
+
+
 @functools.cache
 def _tokenizer(location: str):
     from tokenizers import Tokenizer
@@ -72,7 +76,7 @@ class EmbeddingModel(ConfigurableResource):
     """A sentence-transformers model; vectors are L2-normalized for cosine search."""
 
     model_name: str = Field(
-        default_factory=lambda: os.environ.get(MODEL_ENV, DEFAULT_MODEL),
+        default_factory=configured_model_name,
         description=f"Hugging Face model id or local path (env {MODEL_ENV}).",
     )
     batch_size: int = Field(default=64, description="Chunks per forward pass.")

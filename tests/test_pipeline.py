@@ -141,3 +141,35 @@ def test_a_bad_book_in_a_batch_is_named_and_stores_nothing(pipeline, library, da
     message = failure_message(result)
     assert "1 of 2 books failed in book_text" in message and "broken: the file is binary" in message
     assert chunk_rows(database_url, "broken") == []
+
+
+def test_an_unchanged_rerun_embeds_nothing(pipeline, database_url):
+    assert pipeline(WALLPAPER).success
+    first = chunk_rows(database_url, WALLPAPER)
+    assert latest_metadata(pipeline.instance, "chunk_embeddings", WALLPAPER)["embedded"] == len(first)
+
+    assert pipeline(WALLPAPER).success
+    metadata = latest_metadata(pipeline.instance, "chunk_embeddings", WALLPAPER)
+    assert (metadata["embedded"], metadata["reused from cache"]) == (0, len(first))
+    assert chunk_rows(database_url, WALLPAPER) == first
+
+
+def test_a_one_chapter_edit_embeds_only_that_chapters_changed_chunks(pipeline, library, database_url):
+    shutil.copy(SAMPLE_BOOKS / f"{ALICE}.txt", library)
+    assert pipeline(ALICE).success
+    with psycopg.connect(database_url) as conn:
+        before = {row[0] for row in conn.execute("SELECT content_sha256 FROM chunks WHERE book_id = %s", (ALICE,))}
+
+    path = library / f"{ALICE}.txt"
+    text = path.read_text(encoding="utf-8-sig")
+    start, end = text.index("CHAPTER VII. A Mad Tea-Party\n"), text.index("CHAPTER VIII.")
+    path.write_text(text[:start] + text[start:end].replace("Hatter", "Milliner") + text[end:], encoding="utf-8")
+    assert pipeline(ALICE).success
+
+    with psycopg.connect(database_url) as conn:
+        after = conn.execute("SELECT content_sha256, chapter FROM chunks WHERE book_id = %s", (ALICE,)).fetchall()
+    changed = [chapter for sha, chapter in after if sha not in before]
+    assert changed and set(changed) == {"CHAPTER VII. A Mad Tea-Party"}
+    metadata = latest_metadata(pipeline.instance, "chunk_embeddings", ALICE)
+    assert metadata["embedded"] == len(changed)
+    assert metadata["reused from cache"] == len(after) - len(changed)

@@ -1,15 +1,22 @@
-"""Stage 4: one normalized vector per chunk, encoded in one batch across all books of the run."""
+"""Stage 4: one normalized vector per chunk, encoded in one batch across all books of the run.
+
+A chunk whose text was already embedded by the same model (stored in Postgres, in this book or any
+other) is not embedded again: re-running an unchanged book encodes nothing, and a book edited in
+one chapter encodes only the chunks whose text changed.
+"""
 
 import time
 from dataclasses import dataclass
 
 import numpy as np
-from dagster import AssetExecutionContext
+from dagster import AssetExecutionContext, Config
+from pydantic import Field
 
 from corpus_assets.books.chunking import Chunk
 from corpus_assets.books.errors import BookError
 from corpus_assets.partitions import book_asset
-from resources.embedding import EmbeddingModel, resolve_device
+from resources.embedding import EmbeddingModel, configured_model_name, resolve_device
+from resources.postgres import PostgresResource
 
 
 @dataclass(frozen=True)
@@ -24,41 +31,67 @@ class BookEmbeddings:
             raise BookError("its embeddings do not match its chunks; re-materialize chunk_embeddings")
 
 
+def cached_vectors(postgres: PostgresResource, model: str, content_hashes: set[str]) -> dict[str, np.ndarray]:
+    """Stored vectors by chunk-text sha256, for texts this model has embedded before."""
+    with postgres.connect() as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT ON (content_sha256) content_sha256, embedding FROM chunks "
+            "WHERE model = %s AND content_sha256 = ANY(%s)",
+            (model, list(content_hashes)),
+        )
+        return {sha: vector.to_numpy().astype(np.float32, copy=False) for sha, vector in rows}
+
+
+class EmbeddingConfig(Config):
+    ignore_cache: bool = Field(
+        default=False, description="Embed every chunk again instead of reusing stored vectors (e.g. after a repair)."
+    )
+
+
 @book_asset(
-    code_version="1",
+    # The model is part of the code version: changing it marks every book's embeddings and what
+    # is built from them stale in the UI.
+    code_version=f"2:{configured_model_name()}",
     kinds={"pytorch"},
     group_name="books",
     pool="embedding",  # one encode saturates the CPU cores; more would only contend
 )
 def chunk_embeddings(
-    context: AssetExecutionContext, book_chunks: dict[str, list[Chunk]], embedding_model: EmbeddingModel
+    context: AssetExecutionContext,
+    config: EmbeddingConfig,
+    book_chunks: dict[str, list[Chunk]],
+    embedding_model: EmbeddingModel,
+    postgres: PostgresResource,
 ) -> dict[str, BookEmbeddings]:
-    """Sentence-transformers embeddings of every chunk; the model loads once per run."""
-    book_ids = list(book_chunks)
-    texts = [chunk.text for book_id in book_ids for chunk in book_chunks[book_id]]
+    """Sentence-transformers embeddings of every chunk; new texts are encoded in one batch per run."""
+    model = embedding_model.model_name
+    all_chunks = [chunk for chunks in book_chunks.values() for chunk in chunks]
+    cache = {} if config.ignore_cache else cached_vectors(postgres, model, {c.content_sha256 for c in all_chunks})
+    # Each new text once, even when it repeats within or across books.
+    new_texts = {c.content_sha256: c.text for c in all_chunks if c.content_sha256 not in cache}
     started = time.perf_counter()
-    vectors = embedding_model.encode(texts, log=context.log)
+    if new_texts:
+        encoded = embedding_model.encode(list(new_texts.values()), log=context.log)
+        cache.update(zip(new_texts, encoded, strict=True))
     seconds = time.perf_counter() - started
     context.add_asset_metadata(
         {
-            "model": embedding_model.model_name,
-            "device": resolve_device(embedding_model.device),
-            "dimension": int(vectors.shape[1]),
-            "chunks in run": len(texts),
-            "books in run": len(book_ids),
+            "model": model,
+            "device": resolve_device(embedding_model.device) if new_texts else "none (all cached)",
+            "books in run": len(book_chunks),
+            "chunks in run": len(all_chunks),
+            "chunks embedded in run": len(new_texts),
             "run encode seconds": round(seconds, 2),
-            "chunks per second": round(len(texts) / seconds, 1) if seconds else 0.0,
+            "chunks per second": round(len(new_texts) / seconds, 1) if new_texts else 0.0,
         }
     )
-    result: dict[str, BookEmbeddings] = {}
-    offset = 0
-    for book_id in book_ids:
-        chunks = book_chunks[book_id]
-        result[book_id] = BookEmbeddings(
-            model=embedding_model.model_name,
-            chunk_ids=[c.id for c in chunks],
-            vectors=vectors[offset : offset + len(chunks)],
+    result = {}
+    for book_id, chunks in book_chunks.items():
+        vectors = np.stack([cache[c.content_sha256] for c in chunks])
+        result[book_id] = BookEmbeddings(model=model, chunk_ids=[c.id for c in chunks], vectors=vectors)
+        embedded = sum(1 for c in chunks if c.content_sha256 in new_texts)
+        context.add_asset_metadata(
+            {"chunks": len(chunks), "embedded": embedded, "reused from cache": len(chunks) - embedded},
+            partition_key=book_id,
         )
-        offset += len(chunks)
-        context.add_asset_metadata({"chunks": len(chunks)}, partition_key=book_id)
     return result
