@@ -11,6 +11,7 @@ from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
 from corpus_assets.checks import book_checks
 from corpus_assets.jobs import ingest_books, register_books_job
+from corpus_assets.removal import remove_books
 from resources.artifacts import BookArtifactIOManager
 from resources.embedding import EmbeddingModel
 from resources.graph import GraphResource
@@ -18,12 +19,16 @@ from resources.library import BookLibrary
 from resources.postgres import PostgresResource
 from resources.qdrant import QdrantResource
 from resources.settings import DATABASE_URL_ENV, env_or_none
+from schedules.upkeep import check_all_books, maintain_postgres, nightly_checks, weekly_postgres_maintenance
+from sensors.library_sensor import library_sensor
 
 defs = Definitions(
     assets=[raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
             similar_chunks],
     asset_checks=book_checks,
-    jobs=[ingest_books, register_books_job],
+    jobs=[ingest_books, register_books_job, remove_books, check_all_books, maintain_postgres],
+    sensors=[library_sensor],
+    schedules=[nightly_checks, weekly_postgres_maintenance],
     resources={
         "io_manager": BookArtifactIOManager(),
         "library": BookLibrary(),

@@ -52,3 +52,10 @@ class BookArtifactIOManager(ConfigurableIOManager):
             with path.open("rb") as file:
                 values[book_id] = pickle.load(file)
         return values
+
+    def delete_book(self, book_id: str) -> int:
+        """Delete every stored artifact of the book; return how many files went."""
+        paths = list(self._root().glob(f"**/{book_id}.pickle"))
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return len(paths)

@@ -1,1 +1,1 @@
-"""Schedules for upkeep (nightly checks, index maintenance) land here with issue #4."""
+"""Schedules for upkeep: nightly checks of every book, weekly Postgres maintenance."""

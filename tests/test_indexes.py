@@ -5,7 +5,8 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
-from dagster import AssetSelection, DagsterInstance
+from dagster import AssetSelection, build_schedule_context, instance_for_test, materialize
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 from qdrant_client import models
 
 from corpus_assets.assets.chunks import book_chunks
@@ -15,9 +16,10 @@ from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.qdrant import qdrant_points
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
-from corpus_assets.checks import book_checks, graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
+from corpus_assets.checks import book_checks, graph_chunk_ids, hnsw_index_is_valid, postgres_chunk_ids, qdrant_chunk_ids
 from resources.qdrant import point_id
 from resources.settings import SAMPLE_LIBRARY_DIR
+from schedules.upkeep import maintain_postgres, nightly_checks
 
 ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph, similar_chunks]
 WALLPAPER = "1952_the-yellow-wallpaper"
@@ -26,7 +28,12 @@ ALICE = "11_alices-adventures-in-wonderland"
 
 @pytest.fixture
 def stores(book_resources, materialize_books, qdrant, graph):
-    instance = DagsterInstance.ephemeral()
+    # Persistent (SQLite in a temp folder): schedule contexts need an instance they can reference.
+    with instance_for_test() as instance:
+        yield _stores(instance, book_resources, materialize_books, qdrant, graph)
+
+
+def _stores(instance, book_resources, materialize_books, qdrant, graph):
     resources = {**book_resources, "qdrant": qdrant, "graph": graph}
 
     def ingest(*book_ids, selection=None):
@@ -53,7 +60,7 @@ def stores(book_resources, materialize_books, qdrant, graph):
 
     # A namespace, not a class: resources set as class attributes turn into descriptors.
     return SimpleNamespace(postgres=resources["postgres"], qdrant=qdrant, graph=graph, ingest=ingest, ids=ids,
-                           graph_counts=graph_counts)
+                           graph_counts=graph_counts, instance=instance, resources=resources)
 
 
 def evaluations(result):
@@ -161,3 +168,29 @@ def test_similar_edges_link_chunks_of_different_books(stores, library):
     checks = evaluations(result)
     assert checks["similar_edges_cross_books"].passed
     assert checks["qdrant_matches_postgres"].metadata["books checked"].value == 2
+
+
+def test_the_nightly_schedule_checks_every_book_without_rebuilding_it(stores):
+    assert stores.ingest(WALLPAPER).success
+    with build_schedule_context(instance=stores.instance) as context:
+        requests = nightly_checks(context)
+    assert [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG]) for r in requests] == [
+        (WALLPAPER, WALLPAPER)
+    ]
+    result = materialize([*ASSETS, *book_checks], selection=AssetSelection.all_asset_checks(), tags=requests[0].tags,
+                         instance=stores.instance, resources=stores.resources)
+    assert result.success and not result.get_asset_materialization_events()
+    assert len(evaluations(result)) == len(book_checks) and all(e.passed for e in evaluations(result).values())
+
+
+def test_weekly_maintenance_rebuilds_an_invalid_hnsw_index(stores):
+    assert stores.ingest(WALLPAPER).success
+    with psycopg.connect(stores.postgres.url(), autocommit=True) as conn:
+        conn.execute("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'chunks_embedding_hnsw_idx'::regclass")
+    assert not evaluations(stores.ingest(WALLPAPER, selection=AssetSelection.checks(hnsw_index_is_valid)))[
+        "hnsw_index_is_valid"].passed
+
+    assert maintain_postgres.execute_in_process(resources={"postgres": stores.postgres}).success
+
+    assert evaluations(stores.ingest(WALLPAPER, selection=AssetSelection.checks(hnsw_index_is_valid)))[
+        "hnsw_index_is_valid"].passed

@@ -1,0 +1,66 @@
+"""Upkeep: nightly index-health checks over every book, weekly Postgres maintenance."""
+
+from dagster import (
+    AssetSelection,
+    DefaultScheduleStatus,
+    OpExecutionContext,
+    RunRequest,
+    ScheduleEvaluationContext,
+    SkipReason,
+    define_asset_job,
+    job,
+    op,
+    schedule,
+)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from corpus_assets.partitions import books_partitions
+from corpus_assets.runs import partition_ranges
+from resources.postgres import PostgresResource
+
+# Checks are cheap next to ingest (a few queries per book), so a run covers many books.
+BOOKS_PER_CHECK_RUN = 500
+
+check_all_books = define_asset_job(
+    "check_all_books",
+    selection=AssetSelection.all_asset_checks(),
+    partitions_def=books_partitions,
+    description="Every asset check on the selected books, without re-materializing anything.",
+)
+
+
+@schedule(job=check_all_books, cron_schedule="0 3 * * *", default_status=DefaultScheduleStatus.RUNNING)
+def nightly_checks(context: ScheduleEvaluationContext):
+    """All books' checks every night, BOOKS_PER_CHECK_RUN books per run; failures show per book."""
+    books = context.instance.get_dynamic_partitions(books_partitions.name)
+    if not books:
+        return SkipReason("no books registered yet")
+    return [
+        RunRequest(tags={ASSET_PARTITION_RANGE_START_TAG: batch[0], ASSET_PARTITION_RANGE_END_TAG: batch[-1]})
+        for batch in partition_ranges(books, books, BOOKS_PER_CHECK_RUN)
+    ]
+
+
+@op
+def vacuum_analyze_and_reindex(context: OpExecutionContext, postgres: PostgresResource) -> None:
+    """Refresh planner statistics after large loads and rebuild an HNSW index a crash left invalid."""
+    with postgres.connect() as conn:  # autocommit: VACUUM and REINDEX CONCURRENTLY cannot run in a transaction
+        conn.execute("VACUUM (ANALYZE) books, chunks")
+        invalid = conn.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_class t ON t.oid = i.indrelid WHERE t.relname = 'chunks' AND NOT i.indisvalid"
+        ).fetchall()
+        for (name,) in invalid:
+            context.log.warning(f"index {name} is invalid; rebuilding it")
+            conn.execute(f'REINDEX INDEX CONCURRENTLY "{name}"')  # name read from the catalog, not from input
+        context.log.info(f"VACUUM ANALYZE done; {len(invalid)} invalid indexes rebuilt")
+
+
+@job(description="VACUUM ANALYZE the corpus tables and rebuild invalid indexes.")
+def maintain_postgres():
+    vacuum_analyze_and_reindex()
+
+
+@schedule(job=maintain_postgres, cron_schedule="0 4 * * 0", default_status=DefaultScheduleStatus.RUNNING)
+def weekly_postgres_maintenance(context: ScheduleEvaluationContext):
+    return RunRequest()

@@ -1,0 +1,132 @@
+"""The library sensor: new, changed and removed book files become ingest and removal runs.
+
+What a book's file holds is compared with what Postgres stores for it (`books.content_sha256`, the
+source of truth), so only books whose content differs are run. The cursor remembers each file's
+size, mtime and sha256, so an unchanged file is only stat()-ed, never read again, and which content
+was already requested, so a book whose run failed is not requested again until its file changes.
+"""
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dagster import (
+    AddDynamicPartitionsRequest,
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from corpus_assets.jobs import ingest_books
+from corpus_assets.partitions import BOOKS_PER_RUN, books_partitions
+from corpus_assets.removal import remove_books
+from corpus_assets.runs import partition_ranges
+from resources.library import BookLibrary
+from resources.postgres import PostgresResource
+
+# Reading files is the slow part of a tick; past this budget the rest is hashed on the next tick,
+# keeping every tick well inside Dagster's 60 s sensor limit on any library size.
+HASH_BUDGET_SECONDS = 20.0
+
+
+@dataclass
+class LibraryCursor:
+    files: dict[str, list] = field(default_factory=dict)  # book id → [size, mtime_ns, sha256]
+    requested: dict[str, str] = field(default_factory=dict)  # book id → sha256 last sent to a run
+    removing: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, raw: str | None) -> "LibraryCursor":
+        return cls(**json.loads(raw)) if raw else cls()
+
+    def dump(self) -> str:
+        return json.dumps({"files": self.files, "requested": self.requested, "removing": self.removing},
+                          separators=(",", ":"))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def stored_hashes(postgres: PostgresResource) -> dict[str, str]:
+    with postgres.connect() as conn:
+        return dict(conn.execute("SELECT id, content_sha256 FROM books"))
+
+
+@sensor(
+    jobs=[ingest_books, remove_books],
+    minimum_interval_seconds=30,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Ingests new and changed book files and removes deleted ones, several books per run.",
+)
+def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postgres: PostgresResource) -> SensorResult:
+    started = time.monotonic()
+    cursor = LibraryCursor.load(context.cursor)
+    files = library.books()
+    stored = stored_hashes(postgres)
+    partitions = context.instance.get_dynamic_partitions(books_partitions.name)
+
+    current: dict[str, list] = {}
+    deferred = 0
+    for book_id, path in files.items():
+        stat = path.stat()
+        known = cursor.files.get(book_id)
+        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+            current[book_id] = known
+        elif time.monotonic() - started < HASH_BUDGET_SECONDS:
+            current[book_id] = [stat.st_size, stat.st_mtime_ns, file_sha256(path)]
+        else:
+            deferred += 1
+
+    to_ingest = [
+        book_id for book_id, (_, _, sha) in current.items()
+        if stored.get(book_id) != sha and cursor.requested.get(book_id) != sha
+    ]
+    new_partitions = sorted(book_id for book_id in current if book_id not in set(partitions))
+    # A new partition is appended at the end of the order, so the new books form ranges of their own.
+    runs = partition_ranges([*partitions, *new_partitions], to_ingest, BOOKS_PER_RUN)
+    run_requests = [
+        RunRequest(
+            job_name=ingest_books.name,
+            run_key=f"ingest:{books[0]}..{books[-1]}:{_digest(current[b][2] for b in books)}",
+            tags={ASSET_PARTITION_RANGE_START_TAG: books[0], ASSET_PARTITION_RANGE_END_TAG: books[-1]},
+        )
+        for books in runs
+    ]
+    removed = sorted((set(partitions) | set(stored)) - set(files) - set(cursor.removing))
+    if removed:
+        run_requests.append(
+            RunRequest(
+                job_name=remove_books.name,
+                run_key=f"remove:{_digest(removed)}",
+                run_config={"ops": {"remove_books_from_stores": {"config": {"book_ids": removed}}}},
+            )
+        )
+
+    cursor.files = current
+    cursor.requested = {b: sha for b, sha in cursor.requested.items() if b in files} | {b: current[b][2] for b in to_ingest}
+    cursor.removing = sorted(b for b in set(cursor.removing) | set(removed) if b in set(partitions) | set(stored))
+    context.log.info(
+        f"{len(files)} files ({deferred} left to hash next tick): {len(new_partitions)} new, "
+        f"{len(to_ingest)} to ingest in {len(runs)} runs, {len(removed)} removed; "
+        f"{time.monotonic() - started:.1f} s"
+    )
+    return SensorResult(
+        run_requests=run_requests,
+        dynamic_partitions_requests=[AddDynamicPartitionsRequest(books_partitions.name, new_partitions)]
+        if new_partitions else [],
+        cursor=cursor.dump(),
+    )
+
+
+def _digest(values) -> str:
+    return hashlib.sha256("\n".join(values).encode()).hexdigest()[:16]
