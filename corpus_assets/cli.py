@@ -69,9 +69,11 @@ def ingest(
 ) -> None:
     """Register new books, then run them through every stage, several books per Dagster run."""
     from corpus_assets.partitions import BOOKS_PER_RUN
-    from corpus_assets.runs import ingest_in_runs
+    from corpus_assets.runs import ingest_in_runs, reap_dead_runs
 
     register()
+    for run in reap_dead_runs(_instance()):
+        console.print(f"[yellow]run {run.run_id} had died (its process is gone): marked failed[/yellow]")
     started = time.perf_counter()
     with Progress(
         TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("books"),

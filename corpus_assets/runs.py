@@ -3,7 +3,10 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dagster import DagsterInstance
+import os
+
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
+from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from corpus_assets.partitions import books_partitions
@@ -77,3 +80,42 @@ def _failure_reason(result) -> str | None:
     if data.user_failure_data is not None and data.user_failure_data.description:
         return data.user_failure_data.description
     return data.error.message.strip() if data.error else "unknown error"
+
+
+def reap_dead_runs(instance: DagsterInstance) -> list[DagsterRun]:
+    """Fail the runs whose worker process on this machine died (SIGKILL, OOM, reboot).
+
+    Such a run stays STARTED and keeps its concurrency-pool slots, so every later run would wait
+    on the `embedding` or `qdrant` pool forever. Only for local run workers (the embedded default);
+    elsewhere Dagster's run monitoring is the tool.
+    """
+    if not isinstance(instance.run_launcher, DefaultRunLauncher):
+        return []
+    reaped = []
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+        starts = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_START)
+        pid = starts[-1].dagster_event.pid if starts and starts[-1].dagster_event else None
+        if pid is None or _alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"the run's process (pid {pid}) is gone; marked failed so it can be re-run")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def books_of_run(run: DagsterRun, all_keys: list[str]) -> list[str]:
+    """The books a batched run covers (its partition range), in partition order."""
+    start, end = run.tags.get(ASSET_PARTITION_RANGE_START_TAG), run.tags.get(ASSET_PARTITION_RANGE_END_TAG)
+    if start not in all_keys or end not in all_keys:
+        return [run.tags["dagster/partition"]] if "dagster/partition" in run.tags else []
+    return all_keys[all_keys.index(start) : all_keys.index(end) + 1]

@@ -1,0 +1,61 @@
+"""How long a library-sensor tick takes on a folder of many books (default 10,000 files).
+
+Tick 1 sees every file for the first time (stat + sha256 + partition and run requests); tick 2 sees
+no change (stat only); tick 3 follows an edit of 10 files. Writes bench/results/sensor_tick.json.
+
+    .venv/bin/python bench/sensor_tick.py [--files 10000]
+"""
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "sensor_tick.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=10_000)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="corpus-sensor-bench-"))
+    library = work / "library"
+    library.mkdir()
+    os.environ["CORPUS_STATE_DIR"] = str(work / "state")
+    sample = (Path(__file__).parents[1] / "data" / "sample_books" / "1952_the-yellow-wallpaper.txt").read_bytes()
+    for i in range(args.files):  # real-sized books (51 kB), each with its own content
+        (library / f"book_{i:05d}.txt").write_bytes(sample + f"\ncopy {i}\n".encode())
+
+    from dagster import build_sensor_context, instance_for_test
+
+    from resources.library import BookLibrary
+    from resources.postgres import PostgresResource
+    from sensors.library_sensor import library_sensor
+
+    resources = {"library": BookLibrary(folder=str(library)), "postgres": PostgresResource()}
+    results = {"files": args.files, "file_bytes": len(sample), "cores": os.cpu_count(), "python": platform.python_version()}
+    with instance_for_test() as instance:
+        cursor = None
+        for name, change in [("first_tick_seconds", None), ("unchanged_tick_seconds", None), ("ten_edits_tick_seconds", 10)]:
+            for i in range(change or 0):
+                with (library / f"book_{i:05d}.txt").open("ab") as file:
+                    file.write(b"\nedited\n")
+            started = time.perf_counter()
+            result = library_sensor(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+            results[name] = round(time.perf_counter() - started, 2)
+            results[name.replace("seconds", "runs_requested")] = len(result.run_requests)
+            for request in result.dynamic_partitions_requests:
+                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+            cursor = result.cursor
+        results["cursor_bytes"] = len(cursor)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
