@@ -96,7 +96,8 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
         book_id for book_id, (_, _, sha) in current.items()
         if stored.get(book_id) != sha and cursor.requested.get(book_id) != sha
     ]
-    new_partitions = sorted(book_id for book_id in current if book_id not in set(partitions))
+    registered = set(partitions)
+    new_partitions = sorted(book_id for book_id in current if book_id not in registered)
     # A new partition is appended at the end of the order, so the new books form ranges of their own.
     runs = partition_ranges([*partitions, *new_partitions], to_ingest, BOOKS_PER_RUN)
     run_requests = [
@@ -107,7 +108,8 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
         )
         for books in runs
     ]
-    removed = sorted((set(partitions) | set(stored)) - set(files) - set(cursor.removing))
+    known_anywhere = registered | set(stored)
+    removed = sorted(known_anywhere - set(files) - set(cursor.removing))
     if removed:
         run_requests.append(
             RunRequest(
@@ -119,7 +121,7 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
 
     cursor.files = current
     cursor.requested = {b: sha for b, sha in cursor.requested.items() if b in files} | {b: current[b][2] for b in to_ingest}
-    cursor.removing = sorted(b for b in set(cursor.removing) | set(removed) if b in set(partitions) | set(stored))
+    cursor.removing = sorted((set(cursor.removing) | set(removed)) & known_anywhere)
     context.log.info(
         f"{len(files)} files ({deferred} left to hash next tick): {len(new_partitions)} new, "
         f"{len(to_ingest)} to ingest in {len(runs)} runs, {len(removed)} removed; "
