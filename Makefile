@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test clean
+.PHONY: setup demo dev test bench clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -26,6 +26,10 @@ dev: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+# The pipeline against raw model.encode, search latency and memory (~30 min on 2 cores).
+bench: setup
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf .corpus

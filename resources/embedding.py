@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,15 @@ def _tokenizer(location: str):
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
+
+
+def _count_tokens(location: str, text: str) -> int:
+    return len(_tokenizer(location).encode(text, add_special_tokens=False))
+
+
+def token_counter(model_name: str) -> Callable[[str], int]:
+    """Counts the tokens the model sees for a text (special tokens excluded); picklable."""
+    return functools.partial(_count_tokens, model_location(model_name))
 
 
 @functools.cache
@@ -84,7 +94,7 @@ class EmbeddingModel(ConfigurableResource):
 
     def count_tokens(self, text: str) -> int:
         """Tokens the model sees for `text`, without the special tokens it adds."""
-        return len(_tokenizer(model_location(self.model_name)).encode(text, add_special_tokens=False).ids)
+        return token_counter(self.model_name)(text)
 
     def max_chunk_tokens(self) -> int:
         """The longest chunk the model reads whole (it silently truncates longer input)."""

@@ -79,12 +79,35 @@ def test_one_book_in_every_store_with_every_check_green(stores):
     assert all(e.passed for e in checks.values()), {n: e.metadata for n, e in checks.items() if not e.passed}
     assert checks["ann_recall"].metadata["recall@10"].value >= 0.95
 
-    again = stores.ingest(WALLPAPER)  # a re-run changes nothing
+    again = stores.ingest(WALLPAPER)  # a re-run changes nothing and writes nothing
     assert again.success
     assert stores.ids(WALLPAPER) == (postgres_ids, qdrant_ids, graph_ids)
     assert stores.graph_counts(WALLPAPER) == counts
     with stores.qdrant.client() as client:
         assert client.count(stores.qdrant.collection, exact=True).count == len(postgres_ids)
+    for store in ("pgvector_chunks", "qdrant_points", "book_graph", "similar_chunks"):
+        assert materialization_metadata(again, store)["unchanged (not rewritten)"] is True, store
+
+
+@pytest.mark.parametrize("breakage", ["delete a Qdrant point", "drop a Chunk node"])
+def test_a_rerun_rewrites_a_store_that_lost_items(stores, breakage):
+    assert stores.ingest(WALLPAPER).success
+    expected = stores.ids(WALLPAPER)
+    BREAKERS[breakage][0](stores, WALLPAPER)
+    assert stores.ids(WALLPAPER) != expected
+
+    result = stores.ingest(WALLPAPER)
+
+    assert result.success and stores.ids(WALLPAPER) == expected
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    store = "qdrant_points" if "Qdrant" in breakage else "book_graph"
+    assert materialization_metadata(result, store)["unchanged (not rewritten)"] is False
+    assert materialization_metadata(result, "pgvector_chunks")["unchanged (not rewritten)"] is True
+
+
+def materialization_metadata(result, asset):
+    events = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == asset]
+    return {key: value.value for key, value in events[-1].materialization.metadata.items()}
 
 
 def test_an_edited_book_leaves_no_stale_chunks_anywhere(stores, library):

@@ -26,7 +26,7 @@ def alembic(url, *args):
 
 def test_upgrade_head_creates_the_schema(database_url):
     migrate(database_url)
-    assert {"books", "chunks", "corpus_alembic_version"} <= tables(database_url)
+    assert {"books", "chunks", "book_sync", "corpus_alembic_version"} <= tables(database_url)
     defs = indexes(database_url)
     hnsw = defs["chunks_embedding_hnsw_idx"]
     assert "USING hnsw (embedding vector_cosine_ops)" in hnsw
@@ -43,8 +43,10 @@ def test_upgrade_head_creates_the_schema(database_url):
 
 def test_alembic_command_line_upgrades_and_downgrades(database_url):
     alembic(database_url, "upgrade", "head")
-    assert {"books", "chunks"} <= tables(database_url)
-    assert "0001" in alembic(database_url, "current").stdout
+    assert {"books", "chunks", "book_sync"} <= tables(database_url)
+    assert "0002 (head)" in alembic(database_url, "current").stdout
+    alembic(database_url, "downgrade", "0001")
+    assert "book_sync" not in tables(database_url)
     alembic(database_url, "downgrade", "base")
     assert not {"books", "chunks"} & tables(database_url)
     alembic(database_url, "upgrade", "head")  # and back up again from base

@@ -28,8 +28,8 @@ def pipeline(book_resources, materialize_books):
     """Materialize books on a real (ephemeral) instance with real resources."""
     instance = DagsterInstance.ephemeral()
 
-    def run(*book_ids):
-        return materialize_books(ASSETS, instance, book_resources, book_ids)
+    def run(*book_ids, **kwargs):
+        return materialize_books(ASSETS, instance, book_resources, book_ids, **kwargs)
 
     run.instance = instance
     run.postgres = book_resources["postgres"]
@@ -91,11 +91,30 @@ def test_one_book_end_to_end(pipeline, database_url):
 def test_rematerializing_leaves_the_same_rows(pipeline, database_url):
     assert pipeline(WALLPAPER).success
     first = chunk_rows(database_url, WALLPAPER)
-    assert pipeline(WALLPAPER).success
+
+    assert pipeline(WALLPAPER).success  # unchanged: chunks come back from Postgres, nothing is rewritten
+    assert chunk_rows(database_url, WALLPAPER) == first
+    assert latest_metadata(pipeline.instance, "book_chunks", WALLPAPER)["reused from postgres"] is True
+    unchanged = latest_metadata(pipeline.instance, "pgvector_chunks", WALLPAPER)
+    assert unchanged["unchanged (not rewritten)"] is True and unchanged["rows replaced"] == 0
+
+    assert pipeline(WALLPAPER, run_config={"ops": {"pgvector_chunks": {"config": {"rewrite": True}}}}).success
     assert chunk_rows(database_url, WALLPAPER) == first
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*), count(DISTINCT id) FROM chunks").fetchone() == (len(first), len(first))
     assert latest_metadata(pipeline.instance, "pgvector_chunks", WALLPAPER)["rows replaced"] == len(first)
+
+
+def test_rows_missing_from_postgres_are_rewritten_on_the_next_run(pipeline, database_url):
+    assert pipeline(WALLPAPER).success
+    first = chunk_rows(database_url, WALLPAPER)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM chunks WHERE book_id = %s AND ordinal >= 10", (WALLPAPER,))
+
+    assert pipeline(WALLPAPER).success
+
+    assert chunk_rows(database_url, WALLPAPER) == first
+    assert latest_metadata(pipeline.instance, "book_chunks", WALLPAPER)["reused from postgres"] is False
 
 
 @pytest.mark.parametrize(

@@ -1,15 +1,48 @@
-"""Stage 3: token-bounded, overlapping chunks that never cross a chapter boundary."""
+"""Stage 3: token-bounded, overlapping chunks that never cross a chapter boundary.
 
+A book whose text, chapters and tokenizer are unchanged since its chunks were stored in Postgres
+reuses them instead of chunking again (tokenizing is most of this stage's cost).
+"""
+
+import multiprocessing
+import os
 import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 
 from dagster import AssetExecutionContext, MetadataValue
+from psycopg import Connection
 
 from corpus_assets.assets._per_book import for_each_book, md_cell
 from corpus_assets.assets.text import BookText
-from corpus_assets.books.chunking import OVERLAP, Chunk, chunk_book
+from corpus_assets.books.chunking import CHUNKER_VERSION, OVERLAP, Chunk, chunk_book
 from corpus_assets.books.errors import BookError
 from corpus_assets.partitions import book_asset
-from resources.embedding import EmbeddingModel
+from corpus_assets.sync import fingerprint, recorded
+from resources.embedding import EmbeddingModel, token_counter
+from resources.postgres import PostgresResource
+
+_STORED_CHUNKS = """
+SELECT id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, char_end, content_sha256
+FROM chunks WHERE book_id = %s ORDER BY ordinal
+"""
+
+
+def chunking_inputs(book: BookText, embedding_model: EmbeddingModel) -> str:
+    """The fingerprint of everything a book's chunks are computed from."""
+    return fingerprint(
+        CHUNKER_VERSION, OVERLAP, embedding_model.model_name, embedding_model.max_chunk_tokens(),
+        book.text, [(s.index, s.title, s.start, s.end) for s in book.sections],
+    )
+
+
+def stored_chunks(conn: Connection, book_id: str, inputs: str) -> list[Chunk] | None:
+    """The book's chunks as Postgres holds them, if they were made from these exact inputs and all are there."""
+    if recorded(conn, book_id, "chunks") != inputs:
+        return None
+    expected = conn.execute("SELECT chunk_count FROM books WHERE id = %s", (book_id,)).fetchone()
+    chunks = [Chunk(*row) for row in conn.execute(_STORED_CHUNKS, (book_id,))]
+    return chunks if expected and chunks and len(chunks) == expected[0] else None
 
 
 @book_asset(
@@ -18,15 +51,35 @@ from resources.embedding import EmbeddingModel
     group_name="books",
 )
 def book_chunks(
-    context: AssetExecutionContext, book_text: dict[str, BookText], embedding_model: EmbeddingModel
+    context: AssetExecutionContext,
+    book_text: dict[str, BookText],
+    embedding_model: EmbeddingModel,
+    postgres: PostgresResource,
 ) -> dict[str, list[Chunk]]:
     """Chunks sized by the embedding model's own tokenizer, with character offsets into the text."""
     max_tokens = embedding_model.max_chunk_tokens()
+    count_tokens = token_counter(embedding_model.model_name)
+    with postgres.connect() as conn:
+        stored = {book_id: stored_chunks(conn, book_id, chunking_inputs(book, embedding_model))
+                  for book_id, book in book_text.items()}
+    # Longest first, so the last book to finish is a short one.
+    to_chunk = sorted((book_id for book_id, chunks in stored.items() if chunks is None),
+                      key=lambda book_id: -len(book_text[book_id].text))
+    workers = min(len(to_chunk), os.cpu_count() or 1)
+    # Tokenizing holds the GIL, so books are chunked side by side in processes (spawned: the run
+    # process has threads), one per core; a single book is chunked in place.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+    pending = {book_id: pool.submit(_chunk_timed, book_id, book_text[book_id], count_tokens, max_tokens)
+               for book_id in to_chunk} if pool else {}
 
     def chunk(book_id: str) -> list[Chunk]:
-        book = book_text[book_id]
-        started = time.perf_counter()
-        chunks = chunk_book(book_id, book.text, book.sections, embedding_model.count_tokens, max_tokens)
+        reused = stored[book_id] is not None
+        if reused:
+            chunks, seconds = stored[book_id], 0.0
+        elif book_id in pending:
+            chunks, seconds = pending[book_id].result()
+        else:
+            chunks, seconds = _chunk_timed(book_id, book_text[book_id], count_tokens, max_tokens)
         if not chunks:
             raise BookError("the cleaned text has no words to chunk")
         tokens = [c.token_count for c in chunks]
@@ -37,12 +90,13 @@ def book_chunks(
         context.add_asset_metadata(
             {
                 "chunks": len(chunks),
+                "reused from postgres": reused,
                 "tokens": sum(tokens),
                 "tokens per chunk (mean)": round(sum(tokens) / len(tokens), 1),
                 "tokens per chunk (max)": max(tokens),
                 "token budget": max_tokens,
                 "overlap": OVERLAP,
-                "seconds": round(time.perf_counter() - started, 2),
+                "chunking seconds": round(seconds, 2),
                 "first chunks": MetadataValue.md(
                     f"| # | chapter | tokens | text |\n|---|---|---|---|\n{preview}"
                 ),
@@ -51,4 +105,14 @@ def book_chunks(
         )
         return chunks
 
-    return for_each_book(context, context.partition_keys, chunk)
+    try:
+        return for_each_book(context, context.partition_keys, chunk)
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
+
+
+def _chunk_timed(book_id: str, book: BookText, count_tokens: Callable[[str], int], max_tokens: int) -> tuple[list[Chunk], float]:
+    started = time.perf_counter()
+    chunks = chunk_book(book_id, book.text, book.sections, count_tokens, max_tokens)
+    return chunks, time.perf_counter() - started

@@ -5,12 +5,15 @@ import time
 from dagster import AssetExecutionContext
 from psycopg import Connection
 
+from corpus_assets import sync
 from corpus_assets.assets._per_book import for_each_book
+from corpus_assets.assets.chunks import chunking_inputs
 from corpus_assets.assets.embeddings import BookEmbeddings
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import Chunk
 from corpus_assets.books.errors import BookError
 from corpus_assets.partitions import book_asset
+from resources.embedding import EmbeddingModel
 from resources.postgres import PostgresResource
 
 _UPSERT_BOOK = """
@@ -32,11 +35,14 @@ COPY chunks (id, book_id, ordinal, chapter_index, chapter, text, token_count, ch
 _CHUNK_TYPES = ["text", "text", "int4", "int4", "text", "text", "int4", "int4", "int4", "text", "vector", "text"]
 
 
-def replace_book(conn: Connection, book: BookText, chunks: list[Chunk], embeddings: BookEmbeddings) -> int:
+def replace_book(
+    conn: Connection, book: BookText, chunks: list[Chunk], embeddings: BookEmbeddings, chunked_from: str
+) -> int:
     """Replace the book's row and all its chunks in one transaction; return rows deleted.
 
     Readers see the old chunks or the new ones, never a mix; a second writer of the same book
-    waits on the book's advisory lock.
+    waits on the book's advisory lock. `chunked_from` fingerprints the chunks' inputs, recorded so
+    an unchanged book reuses its stored chunks.
     """
     embeddings.require_match(chunks)
     dimension = _embedding_dimension(conn)
@@ -71,7 +77,19 @@ def replace_book(conn: Connection, book: BookText, chunks: list[Chunk], embeddin
                      chunk.text, chunk.token_count, chunk.char_start, chunk.char_end,
                      chunk.content_sha256, vector, embeddings.model)
                 )
+        sync.record(conn, book.book_id, "chunks", chunked_from)
+        sync.record(conn, book.book_id, "pgvector", sync.book_version(book, chunks, embeddings.model))
     return deleted
+
+
+def holds_version(conn: Connection, book: BookText, chunks: list[Chunk], model: str, chunked_from: str) -> bool:
+    """Whether Postgres already holds exactly this version of the book, all rows present."""
+    rows = conn.execute("SELECT count(*) FROM chunks WHERE book_id = %s", (book.book_id,)).fetchone()[0]
+    return (
+        rows == len(chunks)
+        and sync.recorded(conn, book.book_id, "chunks") == chunked_from
+        and sync.recorded(conn, book.book_id, "pgvector") == sync.book_version(book, chunks, model)
+    )
 
 
 def _embedding_dimension(conn: Connection) -> int:
@@ -88,7 +106,9 @@ def _embedding_dimension(conn: Connection) -> int:
 )
 def pgvector_chunks(
     context: AssetExecutionContext,
+    config: sync.StoreWriteConfig,
     postgres: PostgresResource,
+    embedding_model: EmbeddingModel,
     book_text: dict[str, BookText],
     book_chunks: dict[str, list[Chunk]],
     chunk_embeddings: dict[str, BookEmbeddings],
@@ -98,11 +118,14 @@ def pgvector_chunks(
 
         def write(book_id: str) -> None:
             started = time.perf_counter()
-            chunks = book_chunks[book_id]
-            deleted = replace_book(conn, book_text[book_id], chunks, chunk_embeddings[book_id])
+            book, chunks, embeddings = book_text[book_id], book_chunks[book_id], chunk_embeddings[book_id]
+            chunked_from = chunking_inputs(book, embedding_model)
+            unchanged = not config.rewrite and holds_version(conn, book, chunks, embeddings.model, chunked_from)
+            deleted = 0 if unchanged else replace_book(conn, book, chunks, embeddings, chunked_from)
             context.add_asset_metadata(
                 {
                     "rows": len(chunks),
+                    "unchanged (not rewritten)": unchanged,
                     "rows replaced": deleted,
                     "table": "chunks",
                     "seconds": round(time.perf_counter() - started, 2),

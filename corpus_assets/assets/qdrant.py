@@ -5,10 +5,13 @@ import time
 from dagster import AssetExecutionContext
 from qdrant_client import QdrantClient, models
 
+from corpus_assets import sync
 from corpus_assets.assets._per_book import for_each_book
 from corpus_assets.assets.embeddings import BookEmbeddings
+from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import Chunk
 from corpus_assets.partitions import book_asset
+from resources.postgres import PostgresResource
 from resources.qdrant import LOCAL_MODE_COMFORTABLE_POINTS, QdrantResource, book_filter, point_id
 
 UPLOAD_BATCH = 128
@@ -49,29 +52,43 @@ def replace_book_points(
 @book_asset(
     code_version="1",
     kinds={"qdrant"},
+    deps=["pgvector_chunks"],  # Postgres, the source of truth, is written first
     group_name="indexes",
     pool="qdrant",  # local mode allows one process per folder: writers take turns
 )
 def qdrant_points(
     context: AssetExecutionContext,
+    config: sync.StoreWriteConfig,
     qdrant: QdrantResource,
+    postgres: PostgresResource,
+    book_text: dict[str, BookText],
     book_chunks: dict[str, list[Chunk]],
     chunk_embeddings: dict[str, BookEmbeddings],
 ) -> None:
     """One point per chunk in the Qdrant collection, id = uuid5(chunk id), payload indexed by book."""
-    with qdrant.client() as client:
+    with qdrant.client() as client, postgres.connect() as conn:
         dimension = next(iter(chunk_embeddings.values())).vectors.shape[1]
         qdrant.ensure_collection(client, dimension)
 
         def write(book_id: str) -> None:
             started = time.perf_counter()
-            chunks = book_chunks[book_id]
-            chunk_embeddings[book_id].require_match(chunks)
-            stale = replace_book_points(client, qdrant.collection, chunks, chunk_embeddings[book_id])
+            chunks, embeddings = book_chunks[book_id], chunk_embeddings[book_id]
+            embeddings.require_match(chunks)
+            version = sync.book_version(book_text[book_id], chunks, embeddings.model)
+            unchanged = (
+                not config.rewrite
+                and sync.recorded(conn, book_id, "qdrant") == version
+                and client.count(qdrant.collection, count_filter=book_filter(book_id), exact=True).count == len(chunks)
+            )
+            stale = 0
+            if not unchanged:
+                stale = replace_book_points(client, qdrant.collection, chunks, embeddings)
+                sync.record(conn, book_id, "qdrant", version)
             seconds = time.perf_counter() - started
             context.add_asset_metadata(
                 {
                     "points": len(chunks),
+                    "unchanged (not rewritten)": unchanged,
                     "stale points deleted": stale,
                     "collection": qdrant.collection,
                     "backend": "local" if qdrant.is_local else "server",

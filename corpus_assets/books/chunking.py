@@ -6,6 +6,7 @@ at a time, so no chunk crosses a chapter boundary. Offsets index the cleaned boo
 """
 
 import hashlib
+import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +15,9 @@ import semchunk
 from corpus_assets.books.chapters import Section
 
 OVERLAP = 0.12  # share of a chunk repeated from its neighbour
+# Bump when the same text, sections and tokenizer would give different chunks: stored chunks made
+# by an older version are then no longer reused.
+CHUNKER_VERSION = f"1:semchunk-{importlib.metadata.version('semchunk')}"
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,8 @@ def chunk_book(
     max_tokens: int,
 ) -> list[Chunk]:
     """Chunks of at most `max_tokens` tokens (as `count_tokens` counts them) for every section."""
-    chunker = semchunk.chunkerify(count_tokens, max_tokens)
+    # semchunk memoizes counts per counter for the life of the process: bound it.
+    chunker = semchunk.chunkerify(count_tokens, max_tokens, cache_maxsize=8192)
     chunks: list[Chunk] = []
     for section in sections:
         pieces, offsets = chunker(text[section.start : section.end], overlap=OVERLAP, offsets=True)

@@ -1,0 +1,68 @@
+"""Which version of each book every store holds, so that re-running an unchanged book writes nothing.
+
+After each successful write of a book, Postgres (the source of truth) records a fingerprint of what
+was written, per target: "chunks" (the chunker's inputs), "pgvector", "qdrant", "graph", "similar".
+A later run skips a book whose fingerprint is unchanged *and* whose item count in the store still
+matches; a count that drifted (points deleted by hand, a write killed midway) is rewritten. The
+stores' `rewrite` config forces a write, e.g. to repair drift the checks found.
+"""
+
+import hashlib
+from collections.abc import Sequence
+
+from dagster import Config
+from psycopg import Connection
+from pydantic import Field
+
+from corpus_assets.assets.text import BookText
+from corpus_assets.books.chunking import Chunk
+
+
+class StoreWriteConfig(Config):
+    rewrite: bool = Field(
+        default=False,
+        description="Write every book again even when the store already holds this exact version of it.",
+    )
+
+
+def fingerprint(*parts: object) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(repr(part).encode())
+        digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def book_version(book: BookText, chunks: Sequence[Chunk], model: str) -> str:
+    """Everything the stores keep of a book: its metadata, chapters, chunks (ids hash their text) and model."""
+    return fingerprint(
+        book.title, book.author, book.language, book.source_file, book.content_sha256, book.encoding,
+        [(s.index, s.title) for s in book.sections], [(c.id, c.chapter_index) for c in chunks], model,
+    )
+
+
+def recorded(conn: Connection, book_id: str, target: str) -> str | None:
+    row = conn.execute(
+        "SELECT fingerprint FROM book_sync WHERE book_id = %s AND target = %s", (book_id, target)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def corpus_version(conn: Connection) -> str:
+    """The fingerprint of every book in Postgres: what SIMILAR edges, which span books, depend on."""
+    rows = conn.execute("SELECT book_id, fingerprint FROM book_sync WHERE target = 'pgvector' ORDER BY book_id")
+    return fingerprint([tuple(row) for row in rows])
+
+
+def record(conn: Connection, book_id: str, target: str, version: str) -> None:
+    """Note that `target` now holds `version` of the book (whose `books` row must exist)."""
+    conn.execute(
+        "INSERT INTO book_sync (book_id, target, fingerprint) VALUES (%s, %s, %s) "
+        "ON CONFLICT (book_id, target) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, synced_at = now()",
+        (book_id, target, version),
+    )
+
+
+def forget(conn: Connection, book_id: str, target: str) -> None:
+    """Note that `target` may no longer hold what was recorded, so the next run writes it."""
+    conn.execute("DELETE FROM book_sync WHERE book_id = %s AND target = %s", (book_id, target))
