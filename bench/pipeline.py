@@ -326,11 +326,36 @@ def search_corpus(queries: int) -> dict:
     return result
 
 
-def search_synthetic(size: int, queries: int) -> dict:
-    """A corpus of `size` vectors: real chunk vectors plus Gaussian noise, in 1,000 synthetic books.
+def noisy_copies(real: np.ndarray, size: int, noise: float) -> np.ndarray:
+    """`size` unit vectors: randomly drawn real vectors plus Gaussian noise of expected norm `noise`."""
+    rng = np.random.default_rng(3)
+    base = real[rng.integers(0, len(real), size)]
+    noisy = base + rng.normal(0, noise / np.sqrt(real.shape[1]), base.shape).astype(np.float32)
+    return (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
 
-    Noise keeps the real distribution's neighbourhood structure (uniform random vectors would have
-    none); the table is the real schema, loaded by binary COPY, HNSW built after the load.
+
+def median_nearest_similarity(vectors: np.ndarray, sample: int = 500) -> float:
+    """Median cosine similarity of a vector to its nearest other vector, over a sample."""
+    rows = np.random.default_rng(4).choice(len(vectors), sample, replace=False)
+    scores = vectors[rows] @ vectors.T
+    scores[np.arange(sample), rows] = -1
+    return round(float(np.median(scores.max(axis=1))), 3)
+
+
+def calibrated_noise(real: np.ndarray, size: int) -> tuple[float, float, float]:
+    """The noise whose synthetic corpus is as dense as the real one: same median nearest-neighbour
+    similarity (too little noise gives clusters of near-duplicates, too much a featureless cloud)."""
+    target = median_nearest_similarity(real)
+    trials = {noise: median_nearest_similarity(noisy_copies(real, size, noise)) for noise in np.arange(0.4, 1.25, 0.1)}
+    noise = min(trials, key=lambda n: abs(trials[n] - target))
+    return round(float(noise), 2), target, trials[noise]
+
+
+def search_synthetic(size: int, queries: int) -> dict:
+    """A corpus of `size` vectors: real chunk vectors plus calibrated Gaussian noise, in 1,000 books.
+
+    Noisy copies keep the real distribution's neighbourhood structure (uniform random vectors would
+    have none); the table is the real schema, loaded by binary COPY, HNSW built after the load.
     """
     import psycopg
     from pgvector.psycopg import register_vector
@@ -342,10 +367,8 @@ def search_synthetic(size: int, queries: int) -> dict:
     print(f"== search on a synthetic corpus of {size} chunks", flush=True)
     with PostgresResource().connect() as conn:
         real = np.stack([r[0].to_numpy() for r in conn.execute("SELECT embedding FROM chunks")])
-    rng = np.random.default_rng(3)
-    base = real[rng.integers(0, len(real), size)]
-    noisy = base + rng.normal(0, 0.35 / np.sqrt(real.shape[1]), base.shape).astype(np.float32)
-    corpus = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+    noise, real_nn, synthetic_nn = calibrated_noise(real, size)
+    corpus = noisy_copies(real, size, noise)
     books = np.array([f"synthetic_{i % 1000:04d}" for i in range(size)])
     ids = np.array([f"s{i:07d}" for i in range(size)])
 
@@ -356,7 +379,8 @@ def search_synthetic(size: int, queries: int) -> dict:
     synthetic = PostgresResource(database_url=embedded_postgres.url(socket, "bench_synthetic"))
     with synthetic.connect():  # migrates
         pass
-    result: dict = {"chunks": size, "books": 1000, "noise_sigma_per_dim": round(0.35 / np.sqrt(real.shape[1]), 4)}
+    result: dict = {"chunks": size, "books": 1000, "noise_norm": noise,
+                    "median_nearest_neighbour_similarity": {"real": real_nn, "synthetic": synthetic_nn}}
     with synthetic.connect() as conn:
         register_vector(conn)
         conn.execute("DROP INDEX chunks_embedding_hnsw_idx")

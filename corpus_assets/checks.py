@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, MetadataValue, asset_check
+from qdrant_client import QdrantClient
 
 from corpus_assets.assets._per_book import md_cell
 from corpus_assets.assets.graph import book_graph, similar_chunks
@@ -74,19 +75,23 @@ def postgres_chunk_ids(postgres: PostgresResource, book_id: str) -> set[str]:
 
 
 def qdrant_chunk_ids(qdrant: QdrantResource, book_id: str) -> set[str]:
-    ids: set[str] = set()
     with qdrant.client() as client:
-        if not client.collection_exists(qdrant.collection):
+        return collection_chunk_ids(client, qdrant.collection, book_id)
+
+
+def collection_chunk_ids(client: QdrantClient, collection: str, book_id: str) -> set[str]:
+    ids: set[str] = set()
+    if not client.collection_exists(collection):
+        return ids
+    offset = None
+    while True:
+        points, offset = client.scroll(
+            collection, scroll_filter=book_filter(book_id), limit=1000, offset=offset,
+            with_payload=["chunk_id"], with_vectors=False,
+        )
+        ids.update(p.payload["chunk_id"] for p in points)
+        if offset is None:
             return ids
-        offset = None
-        while True:
-            points, offset = client.scroll(
-                qdrant.collection, scroll_filter=book_filter(book_id), limit=1000, offset=offset,
-                with_payload=["chunk_id"], with_vectors=False,
-            )
-            ids.update(p.payload["chunk_id"] for p in points)
-            if offset is None:
-                return ids
 
 
 def graph_chunk_ids(graph: GraphResource, book_id: str) -> set[str]:
@@ -183,7 +188,11 @@ def qdrant_matches_postgres(
     context: AssetCheckExecutionContext, postgres: PostgresResource, qdrant: QdrantResource
 ) -> AssetCheckResult:
     """Qdrant holds exactly the book's chunk ids that Postgres holds."""
-    return _matches_postgres(context, postgres, lambda book_id: qdrant_chunk_ids(qdrant, book_id), "Qdrant")
+    # One client for every book: opening local mode loads the whole collection.
+    with qdrant.client() as client:
+        return _matches_postgres(
+            context, postgres, lambda book_id: collection_chunk_ids(client, qdrant.collection, book_id), "Qdrant"
+        )
 
 
 @asset_check(asset=qdrant_points, partitions_def=books_partitions)

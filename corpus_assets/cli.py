@@ -101,26 +101,48 @@ def ingest(
 
 
 @app.command()
-def summary() -> None:
-    """Books, chunks and tokens, with each store's count per book and index health."""
-    from corpus_assets.status import corpus_summary
+def status(
+    max_books: Annotated[int, typer.Option(help="Books listed one per row (totals cover all).")] = 50,
+) -> None:
+    """Books, chunks and each store's count per book; index health, the last ingest and failing checks."""
+    from datetime import datetime
+
+    from dagster import RunsFilter
+
+    from corpus_assets.status import corpus_summary, failing_checks
 
     stats = corpus_summary()
-    table = Table(title=f"corpus: {len(stats.books)} books")
+    table = Table(title=f"corpus: {len(stats.books):,} books")
     numbers = {"chapters": "chapters", "tokens": "tokens", "pgvector": "chunks", "qdrant": "qdrant_points",
                "graph": "graph_chunks"}
     table.add_column("book", overflow="fold")
     table.add_column("title", max_width=30)
     for column in numbers:
         table.add_column(column, justify="right")
-    for b in stats.books:
+    for b in stats.books[:max_books]:
         table.add_row(b.id, b.title, *(f"{getattr(b, field):,}" for field in numbers.values()))
+    if len(stats.books) > max_books:
+        table.add_row(f"… {len(stats.books) - max_books:,} more", "", *("" for _ in numbers))
     table.add_section()
     table.add_row("total", "", *(f"{stats.total(field):,}" for field in numbers.values()))
     console.print(table)
-    agree = all(b.chunks == b.qdrant_points == b.graph_chunks for b in stats.books)
-    console.print(f"stores agree: {'yes' if agree else '[red]no[/red]'}; "
-                  f"HNSW index: {'valid' if stats.hnsw_index_valid else '[red]missing or invalid[/red]'}")
+    disagreeing = stats.disagreeing()
+    console.print(
+        f"stores agree: {'yes' if not disagreeing else '[red]no[/red] for ' + ', '.join(b.id for b in disagreeing)}; "
+        f"HNSW index: {'valid' if stats.hnsw_index_valid else '[red]missing or invalid[/red]'}",
+        soft_wrap=True,
+    )
+    instance = _instance()
+    runs = instance.get_run_records(RunsFilter(job_name="ingest_books"), limit=1)
+    if runs:
+        run = runs[0]
+        ended = datetime.fromtimestamp(run.end_time or run.create_timestamp.timestamp()).strftime("%Y-%m-%d %H:%M:%S")
+        console.print(f"last ingest run: {run.dagster_run.run_id[:8]} {run.dagster_run.status.value} at {ended}")
+    failing = failing_checks(instance)
+    for check in failing:
+        console.print(f"[red]failing check[/red] {check.asset}/{check.name}: {check.details}", soft_wrap=True)
+    if not failing:
+        console.print("asset checks: none failing (latest evaluation of each)")
 
 
 @app.command()
@@ -129,30 +151,39 @@ def search(
     limit: Annotated[int, typer.Option("--limit", "-k", help="How many passages.")] = 5,
     book: Annotated[str | None, typer.Option(help="Search only this book id.")] = None,
     store: Annotated[str, typer.Option(help="pgvector or qdrant.")] = "pgvector",
+    expand: Annotated[bool, typer.Option(help="Add each passage's context from the graph: the chunks "
+                                               "before and after it (NEXT) and similar chunks of other books.")] = False,
 ) -> None:
     """Passages closest in meaning to QUERY (cosine), from pgvector (HNSW) or Qdrant."""
+    from corpus_assets.search import expand as graph_context
     from corpus_assets.search import search_chunks, search_qdrant
     from corpus_assets.status import stores_from_environment
     from resources.embedding import EmbeddingModel
 
-    postgres, qdrant, _ = stores_from_environment()
+    postgres, qdrant, graph = stores_from_environment()
     if store == "qdrant":
         hits = search_qdrant(qdrant, postgres, EmbeddingModel(), query, limit, book)
     elif store == "pgvector":
         hits = search_chunks(postgres, EmbeddingModel(), query, limit, book)
     else:
         raise typer.BadParameter("--store is pgvector or qdrant")
+    context = graph_context(graph, postgres, hits) if expand else {}
     console.print(f'[bold]{store}: "{query}"[/bold]')
     for rank, hit in enumerate(hits, 1):
         console.print(f"{rank}. [bold]{hit.title}[/bold] · {hit.chapter} · chunk {hit.ordinal} · score {hit.score:.3f}")
         console.print(" ".join(hit.text.split())[:400], highlight=False)
+        for neighbour in context.get(hit.chunk_id, []):
+            other = neighbour.hit
+            where = f"{other.title} · {other.chapter} · score {other.score:.3f}" if neighbour.relation == "similar" else f"chunk {other.ordinal}"
+            console.print(f"   [dim]{neighbour.relation}[/dim] ({where}): " + " ".join(other.text.split())[:200],
+                          highlight=False, soft_wrap=True)
 
 
 @app.command()
 def demo() -> None:
     """Ingest the library (the sample books by default), show what was stored and search it."""
     ingest(None, 0)
-    summary()
+    status(max_books=50)
     for store in ("pgvector", "qdrant"):
         console.print()
         search(DEMO_QUERY, limit=1, book=None, store=store)

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from resources.embedding import EmbeddingModel
+from resources.graph import GraphResource
 from resources.postgres import PostgresResource
 from resources.qdrant import QdrantResource, book_filter
 
@@ -70,3 +71,48 @@ def search_qdrant(
                   p.payload["chapter"], p.payload["ordinal"], p.payload["text"], p.score)
         for p in points
     ]
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    relation: str  # "previous", "next" (reading order) or "similar" (another book)
+    hit: SearchHit  # score: cosine similarity for "similar", 1.0 for reading-order neighbours
+
+
+# A hit's reading-order neighbours and its SIMILAR chunks (either direction) from the graph.
+_NEIGHBOURS = """
+UNWIND $ids AS id
+MATCH (c:Chunk {id: id})
+OPTIONAL MATCH (p:Chunk)-[:NEXT]->(c)
+OPTIONAL MATCH (c)-[:NEXT]->(n:Chunk)
+OPTIONAL MATCH (c)-[s:SIMILAR]-(o:Chunk)
+RETURN id, p.id AS previous, n.id AS next,
+       collect(CASE WHEN o IS NULL THEN NULL ELSE [o.id, s.score] END) AS similar
+"""
+
+_CHUNKS_BY_ID = """
+SELECT c.id, c.book_id, b.title, c.chapter, c.ordinal, c.text
+FROM chunks c JOIN books b ON b.id = c.book_id WHERE c.id = ANY(%s)
+"""
+
+
+def expand(
+    graph: GraphResource, postgres: PostgresResource, hits: list[SearchHit], similar: int = 2
+) -> dict[str, list[Neighbour]]:
+    """Context for each hit from the graph: the chunks before and after it, and its `similar` most
+    similar chunks in other books; texts come from Postgres. Keyed by the hit's chunk id."""
+    with graph.session() as session:
+        rows = session.run(_NEIGHBOURS, {"ids": [h.chunk_id for h in hits]})
+    wanted = {
+        row["id"]: [("previous", row["previous"], 1.0), ("next", row["next"], 1.0)]
+        + [("similar", other, float(score)) for other, score in sorted(row["similar"], key=lambda s: -s[1])[:similar]]
+        for row in rows
+    }
+    ids = {chunk_id for links in wanted.values() for _, chunk_id, _ in links if chunk_id}
+    with postgres.connect() as conn:
+        chunks = {row[0]: row for row in conn.execute(_CHUNKS_BY_ID, (list(ids),))}
+    return {
+        hit_id: [Neighbour(relation, SearchHit(*chunks[chunk_id], score)) for relation, chunk_id, score in links
+                 if chunk_id in chunks]
+        for hit_id, links in wanted.items()
+    }

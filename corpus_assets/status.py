@@ -36,6 +36,10 @@ class CorpusSummary:
     books: list[BookStats]
     hnsw_index_valid: bool
 
+    def disagreeing(self) -> list[BookStats]:
+        """Books whose Qdrant points or graph chunks differ in number from their Postgres chunks."""
+        return [b for b in self.books if not b.chunks == b.qdrant_points == b.graph_chunks]
+
     def total(self, field: str) -> int:
         return sum(getattr(book, field) for book in self.books)
 
@@ -67,3 +71,31 @@ def corpus_summary() -> CorpusSummary:
         nodes = {r["book"]: int(r["chunks"]) for r in session.run("MATCH (c:Chunk) RETURN c.book_id AS book, count(c) AS chunks")}
     books = [BookStats(*row, qdrant_points=points[row[0]], graph_chunks=nodes.get(row[0], 0)) for row in rows]
     return CorpusSummary(books=books, hnsw_index_valid=valid)
+
+
+@dataclass(frozen=True)
+class FailingCheck:
+    name: str
+    asset: str
+    when: float
+    details: str
+
+
+def failing_checks(instance) -> list[FailingCheck]:
+    """The checks whose latest evaluation failed, with the books they name."""
+    from dagster import AssetCheckKey
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    from corpus_assets.checks import book_checks
+
+    keys: list[AssetCheckKey] = [key for check in book_checks for key in check.check_keys]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    failing = []
+    for key, record in latest.items():
+        if record.status != AssetCheckExecutionRecordStatus.FAILED:
+            continue
+        evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
+        metadata = {k: v.value for k, v in evaluation.metadata.items()} if evaluation else {}
+        books = metadata.get("failing books") or metadata.get("book") or "?"
+        failing.append(FailingCheck(key.name, key.asset_key.to_user_string(), record.create_timestamp, str(books)))
+    return failing

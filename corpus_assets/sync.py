@@ -48,12 +48,6 @@ def recorded(conn: Connection, book_id: str, target: str) -> str | None:
     return row[0] if row else None
 
 
-def corpus_version(conn: Connection) -> str:
-    """The fingerprint of every book in Postgres: what SIMILAR edges, which span books, depend on."""
-    rows = conn.execute("SELECT book_id, fingerprint FROM book_sync WHERE target = 'pgvector' ORDER BY book_id")
-    return fingerprint([tuple(row) for row in rows])
-
-
 def record(conn: Connection, book_id: str, target: str, version: str) -> None:
     """Note that `target` now holds `version` of the book (whose `books` row must exist)."""
     conn.execute(

@@ -12,6 +12,8 @@ import numpy as np
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources import tokenizer
+
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_ENV = "CORPUS_EMBEDDING_MODEL"
 _SPECIAL_TOKENS = 2  # [CLS] and [SEP], added around every chunk by the model
@@ -32,25 +34,9 @@ def configured_model_name() -> str:
     return os.environ.get(MODEL_ENV, DEFAULT_MODEL)
 
 
-@functools.cache
-def _tokenizer(location: str):
-    from tokenizers import Tokenizer
-
-    local = Path(location) / "tokenizer.json"
-    tokenizer = Tokenizer.from_file(str(local)) if local.exists() else Tokenizer.from_pretrained(location)
-    # Count every token: the file's own truncation (128 for MiniLM) would undercount long texts.
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
-
-
-def _count_tokens(location: str, text: str) -> int:
-    return len(_tokenizer(location).encode(text, add_special_tokens=False))
-
-
 def token_counter(model_name: str) -> Callable[[str], int]:
     """Counts the tokens the model sees for a text (special tokens excluded); picklable."""
-    return functools.partial(_count_tokens, model_location(model_name))
+    return functools.partial(tokenizer.count_tokens, model_location(model_name))
 
 
 @functools.cache

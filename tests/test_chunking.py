@@ -4,7 +4,8 @@ from corpus_assets.books.chapters import split_sections
 from corpus_assets.books.chunking import chunk_book
 from corpus_assets.books.decode import decode_book
 from corpus_assets.books.gutenberg import split_gutenberg
-from resources.embedding import EmbeddingModel, _tokenizer, model_location
+from resources.embedding import EmbeddingModel, model_location
+from resources.tokenizer import load_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def book(request, shared_books, model):
 def test_every_chunk_fits_the_model_window(book, model):
     _, _, chunks = book
     assert model.max_chunk_tokens() == 254  # all-MiniLM-L6-v2 reads 256 tokens, [CLS] and [SEP] included
-    tokenizer = _tokenizer(model_location(model.model_name))
+    tokenizer = load_tokenizer(model_location(model.model_name))
     for chunk in chunks:
         assert chunk.token_count <= model.max_chunk_tokens()
         # Counted again the way the model will see it, special tokens included.

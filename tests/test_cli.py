@@ -41,7 +41,7 @@ def run_cli(tmp_path, database_url):
     embedded_falkordb.stop_server(tmp_path / "state" / "falkordb")  # the CLI left it running for others
 
 
-def test_ingest_summary_and_search(run_cli, database_url):
+def test_ingest_status_and_search(run_cli, database_url):
     ingest = run_cli("ingest")
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
     assert "1 newly registered" in ingest.stdout
@@ -54,15 +54,19 @@ def test_ingest_summary_and_search(run_cli, database_url):
     assert chunks > 30
     assert runs == [("SUCCESS",)]
 
-    summary = run_cli("summary")
-    assert summary.returncode == 0, summary.stderr
-    assert "The Yellow Wallpaper" in summary.stdout and f"{chunks}" in summary.stdout
-    assert "stores agree: yes; HNSW index: valid" in summary.stdout
+    status = run_cli("status")
+    assert status.returncode == 0, status.stderr
+    assert "The Yellow Wallpaper" in status.stdout and f"{chunks}" in status.stdout
+    assert "stores agree: yes; HNSW index: valid" in status.stdout
+    assert "SUCCESS" in status.stdout and "asset checks: none failing" in status.stdout
 
     for store in ("pgvector", "qdrant"):
         search = run_cli("search", "creeping women behind the wallpaper pattern", "-k", "2", "--store", store)
         assert search.returncode == 0, search.stderr
         assert f"{store}:" in search.stdout and "The Yellow Wallpaper" in search.stdout and "score" in search.stdout
+    expanded = run_cli("search", "creeping women behind the wallpaper pattern", "-k", "1", "--expand")
+    assert expanded.returncode == 0, expanded.stderr
+    assert "previous (chunk " in expanded.stdout or "next (chunk " in expanded.stdout
 
     again = run_cli("ingest")  # nothing new to register; the book is re-run and converges
     assert again.returncode == 0 and "0 newly registered" in again.stdout

@@ -17,6 +17,8 @@ from corpus_assets.assets.qdrant import qdrant_points
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
 from corpus_assets.checks import book_checks, graph_chunk_ids, hnsw_index_is_valid, postgres_chunk_ids, qdrant_chunk_ids
+from corpus_assets.search import expand, search_chunks, search_qdrant
+from resources.embedding import EmbeddingModel
 from resources.qdrant import point_id
 from resources.settings import SAMPLE_LIBRARY_DIR
 from schedules.upkeep import maintain_postgres, nightly_checks
@@ -217,3 +219,25 @@ def test_weekly_maintenance_rebuilds_an_invalid_hnsw_index(stores):
 
     assert evaluations(stores.ingest(WALLPAPER, selection=AssetSelection.checks(hnsw_index_is_valid)))[
         "hnsw_index_is_valid"].passed
+
+
+def test_search_finds_a_famous_line_and_the_graph_gives_its_context(stores, library):
+    shutil.copy(SAMPLE_LIBRARY_DIR / f"{ALICE}.txt", library)
+    assert stores.ingest(ALICE, WALLPAPER).success
+    model = EmbeddingModel()
+
+    hits = search_chunks(stores.postgres, model, "the furious queen shouts that someone's head must be cut off", limit=3)
+    assert any(h.book_id == ALICE and "Off with" in h.text for h in hits), [h.text[:80] for h in hits]
+    qdrant_hits = search_qdrant(stores.qdrant, stores.postgres, model, "the rabbit took a watch out of its waistcoat-pocket", limit=3)
+    assert any(h.book_id == ALICE and "waistcoat-pocket" in h.text for h in qdrant_hits), [h.text[:80] for h in qdrant_hits]
+
+    top = hits[0]
+    context = expand(stores.graph, stores.postgres, [top], similar=3)[top.chunk_id]
+    by_relation = {}
+    for neighbour in context:
+        by_relation.setdefault(neighbour.relation, []).append(neighbour.hit)
+    assert [h.ordinal for h in by_relation["previous"]] == [top.ordinal - 1]
+    assert [h.ordinal for h in by_relation["next"]] == [top.ordinal + 1]
+    assert all(h.book_id == top.book_id and h.text for h in by_relation["previous"] + by_relation["next"])
+    similar = by_relation.get("similar", [])
+    assert len(similar) <= 3 and all(h.book_id != top.book_id and h.score >= 0.5 for h in similar)

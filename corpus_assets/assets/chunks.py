@@ -6,8 +6,6 @@ reuses them instead of chunking again (tokenizing is most of this stage's cost).
 
 import multiprocessing
 import os
-import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from dagster import AssetExecutionContext, MetadataValue
@@ -15,7 +13,7 @@ from psycopg import Connection
 
 from corpus_assets.assets._per_book import for_each_book, md_cell
 from corpus_assets.assets.text import BookText
-from corpus_assets.books.chunking import CHUNKER_VERSION, OVERLAP, Chunk, chunk_book
+from corpus_assets.books.chunking import CHUNKER_VERSION, OVERLAP, Chunk, chunk_book_timed
 from corpus_assets.books.errors import BookError
 from corpus_assets.partitions import book_asset
 from corpus_assets.sync import fingerprint, recorded
@@ -69,7 +67,8 @@ def book_chunks(
     # Tokenizing holds the GIL, so books are chunked side by side in processes (spawned: the run
     # process has threads), one per core; a single book is chunked in place.
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
-    pending = {book_id: pool.submit(_chunk_timed, book_id, book_text[book_id], count_tokens, max_tokens)
+    pending = {book_id: pool.submit(chunk_book_timed, book_id, book_text[book_id].text, book_text[book_id].sections,
+                                    count_tokens, max_tokens)
                for book_id in to_chunk} if pool else {}
 
     def chunk(book_id: str) -> list[Chunk]:
@@ -79,7 +78,8 @@ def book_chunks(
         elif book_id in pending:
             chunks, seconds = pending[book_id].result()
         else:
-            chunks, seconds = _chunk_timed(book_id, book_text[book_id], count_tokens, max_tokens)
+            book = book_text[book_id]
+            chunks, seconds = chunk_book_timed(book_id, book.text, book.sections, count_tokens, max_tokens)
         if not chunks:
             raise BookError("the cleaned text has no words to chunk")
         tokens = [c.token_count for c in chunks]
@@ -100,6 +100,7 @@ def book_chunks(
                 "first chunks": MetadataValue.md(
                     f"| # | chapter | tokens | text |\n|---|---|---|---|\n{preview}"
                 ),
+                "chunk lengths": MetadataValue.md(length_histogram(tokens, max_tokens)),
             },
             partition_key=book_id,
         )
@@ -112,7 +113,16 @@ def book_chunks(
             pool.shutdown(cancel_futures=True)
 
 
-def _chunk_timed(book_id: str, book: BookText, count_tokens: Callable[[str], int], max_tokens: int) -> tuple[list[Chunk], float]:
-    started = time.perf_counter()
-    chunks = chunk_book(book_id, book.text, book.sections, count_tokens, max_tokens)
-    return chunks, time.perf_counter() - started
+
+def length_histogram(tokens: list[int], max_tokens: int, bins: int = 8) -> str:
+    """A markdown histogram of chunk lengths in tokens: how full the chunks are."""
+    width = -(-max_tokens // bins)
+    counts = [0] * bins
+    for count in tokens:
+        counts[min(count // width, bins - 1)] += 1
+    peak = max(counts)
+    rows = "\n".join(
+        f"| {i * width}–{min((i + 1) * width - 1, max_tokens)} | {n} | {'█' * round(20 * n / peak)} |"
+        for i, n in enumerate(counts)
+    )
+    return f"| tokens | chunks | |\n|---|---|---|\n{rows}"

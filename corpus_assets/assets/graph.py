@@ -211,12 +211,13 @@ def similar_chunks(
 ) -> None:
     """SIMILAR {score} edges from each chunk to its top-k nearest chunks in other books."""
     with graph.session() as session, postgres.connect() as conn:
-        # Neighbours come from every book, so the edges are current only while no book changed.
-        corpus = sync.corpus_version(conn)
 
         def link(book_id: str) -> None:
             started = time.perf_counter()
-            version = sync.fingerprint(sync.recorded(conn, book_id, "pgvector"), corpus, config.top_k, config.min_score)
+            # Only the book's own version: recomputing every book's edges whenever any book changed
+            # would cost a full pass over the corpus per edit. Edges to a removed chunk go with its
+            # node; edges from other books to the book's new chunks come when those books are rewritten.
+            version = sync.fingerprint(sync.recorded(conn, book_id, "pgvector"), config.top_k, config.min_score)
             if not config.rewrite and sync.recorded(conn, book_id, "similar") == version:
                 context.add_asset_metadata({"unchanged (not rewritten)": True}, partition_key=book_id)
                 return

@@ -91,6 +91,9 @@ def qdrant_points(
                     "unchanged (not rewritten)": unchanged,
                     "stale points deleted": stale,
                     "collection": qdrant.collection,
+                    # The same chunk in each store: Postgres chunks.id, Qdrant point id = uuid5(chunk id).
+                    "first chunk id": chunks[0].id,
+                    "first point id": point_id(chunks[0].id),
                     "backend": "local" if qdrant.is_local else "server",
                     "seconds": round(seconds, 2),
                     "points per second": round(len(chunks) / seconds, 1) if seconds else 0.0,

@@ -7,6 +7,7 @@ at a time, so no chunk crosses a chapter boundary. Offsets index the cleaned boo
 
 import hashlib
 import importlib.metadata
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,6 +55,14 @@ def chunk_book(
                 _chunk(book_id, len(chunks), section, piece, count_tokens(piece), section.start + start)
             )
     return chunks
+
+
+def chunk_book_timed(
+    book_id: str, text: str, sections: list[Section], count_tokens: Callable[[str], int], max_tokens: int
+) -> tuple[list[Chunk], float]:
+    """`chunk_book` and the seconds it took (it runs in worker processes)."""
+    started = time.perf_counter()
+    return chunk_book(book_id, text, sections, count_tokens, max_tokens), time.perf_counter() - started
 
 
 def _chunk(book_id: str, ordinal: int, section: Section, text: str, tokens: int, start: int) -> Chunk:
