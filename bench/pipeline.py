@@ -383,6 +383,11 @@ def search_synthetic(size: int, queries: int) -> dict:
                     "median_nearest_neighbour_similarity": {"real": real_nn, "synthetic": synthetic_nn}}
     with synthetic.connect() as conn:
         register_vector(conn)
+        # Loaded without the index, which is then built once (as a large backfill would do it),
+        # from the migrations' own definition.
+        index_ddl = conn.execute("SELECT pg_get_indexdef('chunks_embedding_hnsw_idx'::regclass)").fetchone()[0]
+        result["hnsw_index"] = index_ddl.split(" WITH ", 1)[-1]
+        result["shared_buffers"] = conn.execute("SHOW shared_buffers").fetchone()[0]
         conn.execute("DROP INDEX chunks_embedding_hnsw_idx")
         with conn.cursor().copy("COPY books (id, title, source_file, content_sha256, bytes, encoding, chapter_count, "
                                 "chunk_count) FROM STDIN") as copy:
@@ -399,15 +404,14 @@ def search_synthetic(size: int, queries: int) -> dict:
         result["copy_rows_per_s"] = round(size / (time.perf_counter() - started))
         conn.execute("SET maintenance_work_mem = '1GB'")
         started = time.perf_counter()
-        conn.execute("CREATE INDEX chunks_embedding_hnsw_idx ON chunks USING hnsw (embedding vector_cosine_ops) "
-                     "WITH (m = 16, ef_construction = 64)")
+        conn.execute(index_ddl)
         result["hnsw_build_s"] = round(time.perf_counter() - started, 1)
         result["hnsw_index_mb"] = round(conn.execute(
             "SELECT pg_relation_size('chunks_embedding_hnsw_idx')").fetchone()[0] / 2**20, 1)
         conn.execute("ANALYZE chunks")
         _, vectors = query_vectors(queries)
         exact = exact_top10(corpus, vectors)
-        result["pgvector"] = [pgvector_search(conn, vectors, exact, ids, ef, [None] * queries) for ef in (40, 100, 200)]
+        result["pgvector"] = [pgvector_search(conn, vectors, exact, ids, ef, [None] * queries) for ef in (40, 64, 100, 200)]
         book = "synthetic_0007"
         filtered = exact_top10(corpus, vectors, books[None, :] == book)
         result["pgvector_one_book"] = {"book": book, **pgvector_search(conn, vectors, filtered, ids, 100, [book] * queries)}
@@ -470,8 +474,13 @@ def markdown(r: dict) -> str:
     lines.append(f"| {size}, one book | pgvector | 100 | {one['p50_ms']} | {one['p95_ms']} | {one['recall_at_10']} |")
     q = synthetic["qdrant_local_memory"]
     lines.append(f"| {size} | Qdrant local (exact) | – | {q['p50_ms']} | {q['p95_ms']} | {q['recall_at_10']} |")
-    lines += ["", f"HNSW build over {synthetic['chunks']:,} rows after the load: {synthetic['hnsw_build_s']} s "
-              f"({synthetic['hnsw_index_mb']} MB); binary COPY {synthetic['copy_rows_per_s']:,} rows/s.", ""]
+    deferred = synthetic["chunks"] / (synthetic["chunks"] / synthetic["copy_rows_per_s"] + synthetic["hnsw_build_s"])
+    incremental = corpus["chunks"] / cold["stages_s"]["pgvector_chunks"]
+    lines += ["", f"HNSW index {synthetic['hnsw_index']}, shared_buffers {synthetic['shared_buffers']}. Build over "
+              f"{synthetic['chunks']:,} rows after the load: {synthetic['hnsw_build_s']} s ({synthetic['hnsw_index_mb']} MB); "
+              f"binary COPY {synthetic['copy_rows_per_s']:,} rows/s. Loading with the build deferred: "
+              f"{deferred:,.0f} rows/s, against {incremental:,.0f} rows/s for the pipeline's per-book replace "
+              "(delete + COPY + HNSW inserts) in the cold run.", ""]
     return "\n".join(lines)
 
 

@@ -141,6 +141,8 @@ def status(
     failing = failing_checks(instance)
     for check in failing:
         console.print(f"[red]failing check[/red] {check.asset}/{check.name}: {check.details}", soft_wrap=True)
+    if any(check.name.endswith("_matches_postgres") for check in failing):
+        console.print("a store differs from Postgres: `corpus repair` rewrites the drifted books from Postgres")
     if not failing:
         console.print("asset checks: none failing (latest evaluation of each)")
 
@@ -177,6 +179,21 @@ def search(
             where = f"{other.title} · {other.chapter} · score {other.score:.3f}" if neighbour.relation == "similar" else f"chunk {other.ordinal}"
             console.print(f"   [dim]{neighbour.relation}[/dim] ({where}): " + " ".join(other.text.split())[:200],
                           highlight=False, soft_wrap=True)
+
+
+@app.command()
+def repair(
+    books: Annotated[list[str] | None, typer.Argument(help="Book ids; default: every book whose Qdrant points or "
+                                                            "graph nodes differ from Postgres.")] = None,
+) -> None:
+    """Rewrite books in Qdrant and the graph from Postgres (the source of truth); delete books only they hold."""
+    from corpus_assets.runs import repair_in_run
+
+    result = repair_in_run(_instance(), books or [])
+    if not result.success:
+        console.print(f"[red]repair run {result.run_id} failed:[/red] {result.error}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"repair run {result.run_id}: {result.summary}", soft_wrap=True)
 
 
 @app.command()

@@ -12,6 +12,7 @@ from corpus_assets.assets.text import book_text
 from corpus_assets.checks import book_checks
 from corpus_assets.jobs import ingest_books, register_books_job
 from corpus_assets.removal import remove_books
+from corpus_assets.repair import repair_stores
 from resources.artifacts import BookArtifactIOManager
 from resources.embedding import EmbeddingModel
 from resources.graph import GraphResource
@@ -26,7 +27,7 @@ defs = Definitions(
     assets=[raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
             similar_chunks],
     asset_checks=book_checks,
-    jobs=[ingest_books, register_books_job, remove_books, check_all_books, maintain_postgres],
+    jobs=[ingest_books, register_books_job, remove_books, repair_stores, check_all_books, maintain_postgres],
     sensors=[library_sensor],
     schedules=[nightly_checks, weekly_postgres_maintenance],
     resources={

@@ -12,6 +12,11 @@ warnings.filterwarnings("ignore", message=".*partitions_def on an AssetCheckSpec
 
 books_partitions = DynamicPartitionsDefinition(name="books")
 
+# Concurrency pools (limits in dagster.yaml): one embedding step saturates the cores; Qdrant's local
+# mode allows one writer process per folder.
+EMBEDDING_POOL = "embedding"
+QDRANT_POOL = "qdrant"
+
 # Books per run in a backfill: imports and the model load once per run instead of once per book,
 # and embedding batches span books. A failing book fails its whole batch (Dagster cannot fail one
 # partition of a multi-partition run); a re-run of the batch redoes only cheap work.

@@ -1,15 +1,16 @@
 """Launching ingest runs of several books each, as a batched backfill would."""
 
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import os
-
+import sqlalchemy.exc
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from corpus_assets.partitions import books_partitions
+from corpus_assets.partitions import EMBEDDING_POOL, QDRANT_POOL, books_partitions
 
 
 # Step-level DEBUG events stay in the event log; the terminal shows INFO and above.
@@ -55,6 +56,7 @@ def ingest_in_runs(
     from corpus_assets.definitions import defs
 
     job = defs.resolve_job_def("ingest_books")
+    ensure_pools(instance)
     all_keys = instance.get_dynamic_partitions(books_partitions.name)
     runs = partition_ranges(all_keys, book_ids or all_keys, per_run)
     on_start(sum(len(run) for run in runs))
@@ -71,15 +73,67 @@ def ingest_in_runs(
     return results
 
 
+def ensure_pools(instance: DagsterInstance) -> None:
+    """Create the pools' limit rows before any run uses them.
+
+    Dagster creates a pool's row when a run first needs it; on Postgres, when two runs do that at
+    once, the loser's insert conflict aborts its transaction and fails its run (dagster 1.13). Once
+    the row exists no run creates it again, so this only has to win once, whoever wins.
+    """
+    storage = instance.event_log_storage
+    for pool in (EMBEDDING_POOL, QDRANT_POOL):
+        for attempt in range(5):
+            if pool in storage.get_concurrency_keys():
+                break
+            try:
+                storage.initialize_concurrency_limit_to_default(pool)
+            except sqlalchemy.exc.DBAPIError:  # another process created it first
+                time.sleep(0.1 * (attempt + 1))
+
+
+@dataclass(frozen=True)
+class RepairRun:
+    run_id: str
+    success: bool
+    error: str | None
+    summary: str
+
+
+def repair_in_run(instance: DagsterInstance, book_ids: list[str]) -> RepairRun:
+    """Run `repair_stores` for the books (empty: every drifted book and orphan) as a Dagster run."""
+    from corpus_assets.definitions import defs
+
+    result = defs.resolve_job_def("repair_stores").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={**_INFO_LOGS, "ops": {"resync_stores_from_postgres": {"config": {"book_ids": book_ids}}}},
+    )
+    metadata = {}
+    for event in result.all_events:
+        if event.event_type == DagsterEventType.STEP_OUTPUT:
+            metadata = {k: v.value for k, v in event.step_output_data.metadata.items()}
+    summary = ", ".join(f"{metadata.get(k, 0)} {k}" for k in ("books checked", "books rewritten", "orphans removed"))
+    return RepairRun(result.run_id, result.success, _failure_reason(result), summary)
+
+
 def _failure_reason(result) -> str | None:
-    """The first failed step's own description (for `Failure`s: which books and why)."""
+    """Why the run failed: its first failed step's reason (see `failure_reason`), else the run's own error."""
     failure = next((event for event in result.all_events if event.is_step_failure), None)
-    if failure is None:
-        return None
-    data = failure.step_failure_data
+    if failure is not None:
+        return failure_reason(failure)
+    run_failure = next((event for event in result.all_events if event.event_type == DagsterEventType.RUN_FAILURE), None)
+    return run_failure.message if run_failure else None
+
+
+def failure_reason(step_failure) -> str:
+    """A failed step's own description (for `Failure`s: which books and why); after retries ran
+    out, the error that caused the last one rather than "Exceeded max_retries"."""
+    data = step_failure.step_failure_data
     if data.user_failure_data is not None and data.user_failure_data.description:
         return data.user_failure_data.description
-    return data.error.message.strip() if data.error else "unknown error"
+    error = data.error
+    if error is not None and error.message.startswith("Exceeded max_retries") and error.cause is not None:
+        error = error.cause  # the last attempt's own error
+    return error.message.strip() if error else "unknown error"
 
 
 def reap_dead_runs(instance: DagsterInstance) -> list[DagsterRun]:

@@ -58,8 +58,11 @@ def _start(folder: Path, socket: Path) -> None:
             "--unixsocketperm", "700",
             "--dir", str(folder),
             "--dbfilename", "graph.rdb",
-            # Persist every minute when anything changed, and on shutdown.
+            # Snapshot every minute when anything changed, and on shutdown; the append-only file
+            # (fsync'd every second) keeps what came after the last snapshot across a SIGKILL.
             "--save", "60 1",
+            "--appendonly", "yes",
+            "--appendfsync", "everysec",
             "--daemonize", "yes",
             "--pidfile", str(folder / "falkordb.pid"),
             "--logfile", str(folder / "falkordb.log"),

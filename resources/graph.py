@@ -12,6 +12,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from resources import embedded_falkordb, settings
+from resources.errors import reaching
 
 # Node labels and the properties writes MERGE on or filter by.
 _KEYED_LABELS = ("Book", "Chapter", "Chunk")
@@ -90,6 +91,9 @@ class GraphResource(ConfigurableResource):
     neo4j_user: str = Field(default="neo4j", description="Neo4j user (env NEO4J_USER).")
     neo4j_password: str | None = Field(default=None, description="Neo4j password (env NEO4J_PASSWORD).")
     graph_name: str = Field(default="corpus", description="FalkorDB graph / Neo4j database name.")
+    neo4j_retry_seconds: float = Field(
+        default=5.0, description="How long the Neo4j driver retries a transaction; the step's RetryPolicy waits out outages."
+    )
 
     @contextmanager
     def session(self) -> Iterator[GraphSession]:
@@ -97,18 +101,22 @@ class GraphResource(ConfigurableResource):
         if self.neo4j_uri:
             import neo4j
 
-            with neo4j.GraphDatabase.driver(self.neo4j_uri, auth=(self.neo4j_user, self.neo4j_password)) as driver:
+            with neo4j.GraphDatabase.driver(self.neo4j_uri, auth=(self.neo4j_user, self.neo4j_password),
+                                            max_transaction_retry_time=self.neo4j_retry_seconds) as driver:
                 session = _Neo4jSession(driver, self.graph_name)
-                session.ensure_schema()
+                with reaching("Neo4j", self.neo4j_uri, neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.AuthError):
+                    session.ensure_schema()
                 yield session
             return
         import falkordb
+        import redis
 
         socket = embedded_falkordb.ensure_server(settings.state_dir() / "falkordb")
         db = falkordb.FalkorDB(unix_socket_path=str(socket))
         try:
             session = _FalkorSession(db.select_graph(self.graph_name), db.connection)
-            session.ensure_schema()
+            with reaching("FalkorDB", f"unix://{socket}", redis.ConnectionError):
+                session.ensure_schema()
             yield session
         finally:
             db.connection.close()

@@ -11,6 +11,7 @@ from pgvector.psycopg import register_vector
 from pydantic import Field
 
 from resources import embedded_postgres, settings
+from resources.errors import reaching
 
 # Advisory-lock key that serializes schema migrations across processes ("corpus" in ASCII).
 _MIGRATION_LOCK_KEY = 0x636F72707573
@@ -82,7 +83,9 @@ class PostgresResource(ConfigurableResource):
     def connect(self) -> Iterator[psycopg.Connection]:
         """An autocommit connection (use `conn.transaction()`) with pgvector types, on a migrated schema."""
         url = self.url()
-        migrate(url)
-        with psycopg.connect(url, autocommit=True) as conn:
+        with reaching("Postgres", url, psycopg.OperationalError):
+            migrate(url)
+            conn = psycopg.connect(url, autocommit=True)
+        with conn:
             register_vector(conn)
             yield conn

@@ -14,9 +14,11 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ApiException, ResponseHandlingException
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from resources import settings
+from resources.errors import reaching
 
 # Local mode reads every point into memory on open and searches by brute force; past this size a
 # Qdrant server is the right tool.
@@ -66,7 +68,10 @@ class QdrantResource(ConfigurableResource):
     )
     def _open(self) -> QdrantClient:
         if self.url:
-            return QdrantClient(url=self.url, api_key=self.api_key, timeout=60)
+            client = QdrantClient(url=self.url, api_key=self.api_key, timeout=60)
+            with reaching("Qdrant", self.url, ResponseHandlingException, ApiException):
+                client.get_collections()  # fail here, naming the server, rather than mid-write
+            return client
         folder = Path(self.path) if self.path else settings.state_dir() / "qdrant"
         folder.mkdir(parents=True, exist_ok=True)
         return QdrantClient(path=str(folder))

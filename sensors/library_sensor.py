@@ -25,7 +25,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 from corpus_assets.jobs import ingest_books
 from corpus_assets.partitions import BOOKS_PER_RUN, books_partitions
 from corpus_assets.removal import remove_books
-from corpus_assets.runs import books_of_run, partition_ranges, reap_dead_runs
+from corpus_assets.runs import books_of_run, ensure_pools, partition_ranges, reap_dead_runs
 from resources.library import BookLibrary
 from resources.postgres import PostgresResource
 
@@ -74,6 +74,7 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
     files = library.books()
     stored = stored_hashes(postgres)
     partitions = context.instance.get_dynamic_partitions(books_partitions.name)
+    ensure_pools(context.instance)  # before the runs it requests start side by side
     for run in reap_dead_runs(context.instance):
         books = books_of_run(run, partitions)
         context.log.warning(f"run {run.run_id} had died (its process is gone): marked failed; requesting {books} again")

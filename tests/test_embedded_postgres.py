@@ -28,9 +28,10 @@ def test_server_is_reused_and_restarts_after_a_crash(pg_socket, state_dir):
     assert int((pgdata / "postmaster.pid").read_text().split()[0]) != pid
 
 
-def test_server_listens_on_a_unix_socket_only(pg_socket):
+def test_server_listens_on_a_unix_socket_only_with_its_settings(pg_socket):
     with psycopg.connect(embedded_postgres.url(pg_socket, "postgres")) as conn:
         assert conn.execute("SHOW listen_addresses").fetchone()[0] == ""
+        assert conn.execute("SHOW shared_buffers").fetchone()[0] == embedded_postgres.SERVER_SETTINGS["shared_buffers"]
 
 
 def _alive(pid):

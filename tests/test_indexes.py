@@ -17,12 +17,14 @@ from corpus_assets.assets.qdrant import qdrant_points
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
 from corpus_assets.checks import book_checks, graph_chunk_ids, hnsw_index_is_valid, postgres_chunk_ids, qdrant_chunk_ids
+from corpus_assets.repair import repair_stores
 from corpus_assets.search import expand, search_chunks, search_qdrant
 from resources.embedding import EmbeddingModel
 from resources.qdrant import point_id
 from resources.settings import SAMPLE_LIBRARY_DIR
 from schedules.upkeep import maintain_postgres, nightly_checks
 
+CHECK_KEYS = [key for check in book_checks for key in check.check_keys]
 ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph, similar_chunks]
 WALLPAPER = "1952_the-yellow-wallpaper"
 ALICE = "11_alices-adventures-in-wonderland"
@@ -77,7 +79,7 @@ def test_one_book_in_every_store_with_every_check_green(stores):
     counts = stores.graph_counts(WALLPAPER)
     assert counts == {"chapters": 1, "next_edges": len(postgres_ids) - 1, "part_of": len(postgres_ids)}
     checks = evaluations(result)
-    assert len(checks) == len(book_checks)
+    assert len(checks) == len(CHECK_KEYS) == 8
     assert all(e.passed for e in checks.values()), {n: e.metadata for n, e in checks.items() if not e.passed}
     assert checks["ann_recall"].metadata["recall@10"].value >= 0.95
 
@@ -172,8 +174,8 @@ def test_each_check_fails_on_the_state_it_guards(stores, breakage):
     break_store, check_name = BREAKERS[breakage]
     break_store(stores, WALLPAPER)
 
-    check = next(c for c in book_checks if c.check_key.name == check_name)
-    result = stores.ingest(WALLPAPER, selection=AssetSelection.checks(check))
+    check_key = next(key for key in CHECK_KEYS if key.name == check_name)
+    result = stores.ingest(WALLPAPER, selection=AssetSelection.checks(check_key))
 
     evaluation = evaluations(result)[check_name]
     assert not evaluation.passed
@@ -205,7 +207,7 @@ def test_the_nightly_schedule_checks_every_book_without_rebuilding_it(stores):
     result = materialize([*ASSETS, *book_checks], selection=AssetSelection.all_asset_checks(), tags=requests[0].tags,
                          instance=stores.instance, resources=stores.resources)
     assert result.success and not result.get_asset_materialization_events()
-    assert len(evaluations(result)) == len(book_checks) and all(e.passed for e in evaluations(result).values())
+    assert len(evaluations(result)) == len(CHECK_KEYS) and all(e.passed for e in evaluations(result).values())
 
 
 def test_weekly_maintenance_rebuilds_an_invalid_hnsw_index(stores):
@@ -241,3 +243,33 @@ def test_search_finds_a_famous_line_and_the_graph_gives_its_context(stores, libr
     assert all(h.book_id == top.book_id and h.text for h in by_relation["previous"] + by_relation["next"])
     similar = by_relation.get("similar", [])
     assert len(similar) <= 3 and all(h.book_id != top.book_id and h.score >= 0.5 for h in similar)
+
+
+def test_repair_rewrites_drifted_books_from_postgres_alone_and_removes_orphans(stores, tmp_path):
+    assert stores.ingest(WALLPAPER).success
+    expected = stores.ids(WALLPAPER)
+    _delete_a_point(stores, WALLPAPER)
+    _graph("MATCH (c:Chunk {book_id: $book_id, ordinal: 3}) DETACH DELETE c")(stores, WALLPAPER)
+    with stores.qdrant.client() as client:  # a book only Qdrant and the graph hold (an interrupted removal)
+        client.upsert(stores.qdrant.collection, [models.PointStruct(
+            id=point_id("orphan-chunk"), vector=[1.0] + [0.0] * 383, payload={"book_id": "orphan", "chunk_id": "orphan-chunk"})])
+    _graph("CREATE (:Book {id: $book_id})<-[:PART_OF]-(:Chunk {id: 'orphan-chunk', book_id: $book_id})")(stores, "orphan")
+    failing = evaluations(stores.ingest(WALLPAPER, selection=AssetSelection.checks(*CHECK_KEYS)))
+    assert "corpus repair 1952_the-yellow-wallpaper" in failing["qdrant_matches_postgres"].metadata["to repair"].value
+    shutil.rmtree(tmp_path / "artifacts")  # no per-book artifacts: the repair reads Postgres only
+
+    result = repair_stores.execute_in_process(instance=stores.instance, resources=stores.resources)
+
+    assert result.success
+    assert stores.ids(WALLPAPER) == expected
+    assert stores.ids("orphan")[1:] == (set(), set())
+    with stores.graph.session() as session:
+        assert session.run("MATCH (b:Book {id: 'orphan'}) RETURN count(b) AS n")[0]["n"] == 0
+    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT").step_output_data.metadata
+    assert (output["books rewritten"].value, output["orphans removed"].value) == (1, 1)
+    checks = evaluations(stores.ingest(WALLPAPER, selection=AssetSelection.checks(*CHECK_KEYS)))
+    assert all(e.passed for e in checks.values()), {n: e.metadata for n, e in checks.items() if not e.passed}
+    again = stores.ingest(WALLPAPER)  # the repair recorded what it wrote: the next ingest writes nothing
+    assert again.success
+    for store in ("qdrant_points", "book_graph", "similar_chunks"):
+        assert materialization_metadata(again, store)["unchanged (not rewritten)"] is True, store

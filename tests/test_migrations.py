@@ -30,7 +30,7 @@ def test_upgrade_head_creates_the_schema(database_url):
     defs = indexes(database_url)
     hnsw = defs["chunks_embedding_hnsw_idx"]
     assert "USING hnsw (embedding vector_cosine_ops)" in hnsw
-    assert "m='16'" in hnsw and "ef_construction='64'" in hnsw
+    assert "m='16'" in hnsw and "ef_construction='128'" in hnsw
     assert "(book_id, ordinal)" in defs["chunks_book_id_ordinal_key"]
     assert "content_sha256" in defs["chunks_content_sha256_idx"]
     with psycopg.connect(database_url) as conn:
@@ -44,7 +44,9 @@ def test_upgrade_head_creates_the_schema(database_url):
 def test_alembic_command_line_upgrades_and_downgrades(database_url):
     alembic(database_url, "upgrade", "head")
     assert {"books", "chunks", "book_sync"} <= tables(database_url)
-    assert "0002 (head)" in alembic(database_url, "current").stdout
+    assert "0004 (head)" in alembic(database_url, "current").stdout
+    alembic(database_url, "downgrade", "0002")
+    assert "ef_construction='64'" in indexes(database_url)["chunks_embedding_hnsw_idx"]
     alembic(database_url, "downgrade", "0001")
     assert "book_sync" not in tables(database_url)
     alembic(database_url, "downgrade", "base")

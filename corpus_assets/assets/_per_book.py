@@ -1,13 +1,24 @@
 """Run one stage over every book of a (possibly batched) run, isolating each book's errors."""
 
+import os
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from dagster import AssetExecutionContext, Failure, MetadataValue
+from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy
 
 from corpus_assets.books.errors import BookError
 
 T = TypeVar("T")
+
+# Stages that talk to a store retry a failed step with exponential backoff (by default about 2, 4,
+# 8, 16 s): a server restart or a dropped connection is survived, a store that stays down fails the
+# step after ~30 s with its error. Bad input (`BookError`) is never retried.
+STORE_RETRY = RetryPolicy(
+    max_retries=int(os.environ.get("CORPUS_STORE_RETRIES", "4")),
+    delay=float(os.environ.get("CORPUS_STORE_RETRY_DELAY", "2")),
+    backoff=Backoff.EXPONENTIAL,
+    jitter=Jitter.PLUS_MINUS,
+)
 
 
 def for_each_book(
@@ -16,10 +27,12 @@ def for_each_book(
     """`process` every book; if any fail, raise one `Failure` naming each book and its problem.
 
     All books are tried before failing, so one bad file reports every bad file of its batch at once.
+    The failure is retried (`STORE_RETRY`) only if some book failed for another reason than bad input.
     """
     stage = context.assets_def.key.to_user_string()
     results: dict[str, T] = {}
     problems: dict[str, str] = {}
+    retryable = False
     for book_id in book_ids:
         try:
             results[book_id] = process(book_id)
@@ -27,6 +40,7 @@ def for_each_book(
             problems[book_id] = str(error)
         except Exception as error:  # noqa: BLE001 - reported per book below, with its type
             problems[book_id] = f"{type(error).__name__}: {error}"
+            retryable = True
         if book_id in problems:
             context.log.error(f"book {book_id!r}: {stage} failed: {problems[book_id]}")
     if problems:
@@ -35,6 +49,7 @@ def for_each_book(
         raise Failure(
             description=f"{len(problems)} of {len(results) + len(problems)} books failed in {stage}: {listing}",
             metadata={"failed books": MetadataValue.md(f"| book | problem |\n|---|---|\n{rows}")},
+            allow_retries=retryable,
         )
     return results
 

@@ -11,7 +11,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dagster import AssetExecutionContext, MetadataValue
 from psycopg import Connection
 
-from corpus_assets.assets._per_book import for_each_book, md_cell
+from corpus_assets.assets._per_book import STORE_RETRY, for_each_book, md_cell
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import CHUNKER_VERSION, OVERLAP, Chunk, chunk_book_timed
 from corpus_assets.books.errors import BookError
@@ -47,6 +47,7 @@ def stored_chunks(conn: Connection, book_id: str, inputs: str) -> list[Chunk] | 
     code_version="1",
     kinds={"python"},
     group_name="books",
+    retry_policy=STORE_RETRY,
 )
 def book_chunks(
     context: AssetExecutionContext,
@@ -56,7 +57,7 @@ def book_chunks(
 ) -> dict[str, list[Chunk]]:
     """Chunks sized by the embedding model's own tokenizer, with character offsets into the text."""
     max_tokens = embedding_model.max_chunk_tokens()
-    count_tokens = token_counter(embedding_model.model_name)
+    counting = (token_counter(embedding_model.model_name), max_tokens, embedding_model.max_token_chars())
     with postgres.connect() as conn:
         stored = {book_id: stored_chunks(conn, book_id, chunking_inputs(book, embedding_model))
                   for book_id, book in book_text.items()}
@@ -68,7 +69,7 @@ def book_chunks(
     # process has threads), one per core; a single book is chunked in place.
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
     pending = {book_id: pool.submit(chunk_book_timed, book_id, book_text[book_id].text, book_text[book_id].sections,
-                                    count_tokens, max_tokens)
+                                    *counting)
                for book_id in to_chunk} if pool else {}
 
     def chunk(book_id: str) -> list[Chunk]:
@@ -79,7 +80,7 @@ def book_chunks(
             chunks, seconds = pending[book_id].result()
         else:
             book = book_text[book_id]
-            chunks, seconds = chunk_book_timed(book_id, book.text, book.sections, count_tokens, max_tokens)
+            chunks, seconds = chunk_book_timed(book_id, book.text, book.sections, *counting)
         if not chunks:
             raise BookError("the cleaned text has no words to chunk")
         tokens = [c.token_count for c in chunks]

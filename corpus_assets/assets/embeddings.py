@@ -12,9 +12,10 @@ import numpy as np
 from dagster import AssetExecutionContext, Config
 from pydantic import Field
 
+from corpus_assets.assets._per_book import STORE_RETRY
 from corpus_assets.books.chunking import Chunk
 from corpus_assets.books.errors import BookError
-from corpus_assets.partitions import book_asset
+from corpus_assets.partitions import EMBEDDING_POOL, book_asset
 from resources.embedding import EmbeddingModel, configured_model_name, resolve_device
 from resources.postgres import PostgresResource
 
@@ -54,7 +55,8 @@ class EmbeddingConfig(Config):
     code_version=f"2:{configured_model_name()}",
     kinds={"pytorch"},
     group_name="books",
-    pool="embedding",  # one encode saturates the CPU cores; more would only contend
+    retry_policy=STORE_RETRY,
+    pool=EMBEDDING_POOL,  # one encode saturates the CPU cores; more would only contend
 )
 def chunk_embeddings(
     context: AssetExecutionContext,
@@ -78,6 +80,7 @@ def chunk_embeddings(
         {
             "model": model,
             "device": resolve_device(embedding_model.device) if new_texts else "none (all cached)",
+            "batch size": embedding_model.effective_batch_size() if new_texts else 0,
             "books in run": len(book_chunks),
             "chunks in run": len(all_chunks),
             "chunks embedded in run": len(new_texts),

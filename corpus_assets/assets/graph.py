@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dagster import AssetExecutionContext
 
 from corpus_assets import sync
-from corpus_assets.assets._per_book import for_each_book
+from corpus_assets.assets._per_book import STORE_RETRY, for_each_book
 from corpus_assets.assets.embeddings import BookEmbeddings
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import Chunk
@@ -132,6 +132,7 @@ _COUNT_CHUNKS = "MATCH (c:Chunk {book_id: $book_id}) RETURN count(c) AS chunks"
     code_version="1",
     kinds={"neo4j"},
     group_name="indexes",
+    retry_policy=STORE_RETRY,
     deps=["pgvector_chunks"],  # Postgres, the source of truth, is written first
 )
 def book_graph(
@@ -202,7 +203,22 @@ def similar_pairs(postgres: PostgresResource, book_id: str, top_k: int, min_scor
         return [{"from_id": a, "to_id": b, "score": float(score)} for a, b, score in rows]
 
 
-@book_asset(code_version="1", kinds={"neo4j", "postgres"}, group_name="indexes", deps=["pgvector_chunks", "book_graph"])
+def similar_version(conn, book_id: str, top_k: int, min_score: float) -> str:
+    """The fingerprint of a book's SIMILAR edges: its version in Postgres and the search settings."""
+    return sync.fingerprint(sync.recorded(conn, book_id, "pgvector"), top_k, min_score)
+
+
+def relink_similar(session: GraphSession, postgres: PostgresResource, book_id: str, top_k: int,
+                   min_score: float) -> tuple[int, int]:
+    """Replace the SIMILAR edges from the book's chunks; return (edges written, edges replaced)."""
+    pairs = similar_pairs(postgres, book_id, top_k, min_score)
+    replaced = delete_in_batches(session, _DELETE_SIMILAR, book_id=book_id)
+    write_rows(session, _MERGE_SIMILAR, pairs)
+    return len(pairs), replaced
+
+
+@book_asset(code_version="1", kinds={"neo4j", "postgres"}, group_name="indexes",
+    retry_policy=STORE_RETRY, deps=["pgvector_chunks", "book_graph"])
 def similar_chunks(
     context: AssetExecutionContext,
     config: SimilarChunksConfig,
@@ -217,16 +233,14 @@ def similar_chunks(
             # Only the book's own version: recomputing every book's edges whenever any book changed
             # would cost a full pass over the corpus per edit. Edges to a removed chunk go with its
             # node; edges from other books to the book's new chunks come when those books are rewritten.
-            version = sync.fingerprint(sync.recorded(conn, book_id, "pgvector"), config.top_k, config.min_score)
+            version = similar_version(conn, book_id, config.top_k, config.min_score)
             if not config.rewrite and sync.recorded(conn, book_id, "similar") == version:
                 context.add_asset_metadata({"unchanged (not rewritten)": True}, partition_key=book_id)
                 return
-            pairs = similar_pairs(postgres, book_id, config.top_k, config.min_score)
-            replaced = delete_in_batches(session, _DELETE_SIMILAR, book_id=book_id)
-            write_rows(session, _MERGE_SIMILAR, pairs)
+            edges, replaced = relink_similar(session, postgres, book_id, config.top_k, config.min_score)
             sync.record(conn, book_id, "similar", version)
             context.add_asset_metadata(
-                {"similar edges": len(pairs), "unchanged (not rewritten)": False, "edges replaced": replaced,
+                {"similar edges": edges, "unchanged (not rewritten)": False, "edges replaced": replaced,
                  "top k": config.top_k,
                  "min score": config.min_score, "seconds": round(time.perf_counter() - started, 2)},
                 partition_key=book_id,

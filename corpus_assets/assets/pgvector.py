@@ -4,9 +4,10 @@ import time
 
 from dagster import AssetExecutionContext
 from psycopg import Connection
+from psycopg.types.json import Jsonb
 
 from corpus_assets import sync
-from corpus_assets.assets._per_book import for_each_book
+from corpus_assets.assets._per_book import STORE_RETRY, for_each_book
 from corpus_assets.assets.chunks import chunking_inputs
 from corpus_assets.assets.embeddings import BookEmbeddings
 from corpus_assets.assets.text import BookText
@@ -18,14 +19,14 @@ from resources.postgres import PostgresResource
 
 _UPSERT_BOOK = """
 INSERT INTO books (id, title, author, language, source_file, content_sha256, bytes, encoding,
-                   chapter_count, chunk_count)
+                   chapter_count, chunk_count, chapters)
 VALUES (%(id)s, %(title)s, %(author)s, %(language)s, %(source_file)s, %(content_sha256)s, %(bytes)s,
-        %(encoding)s, %(chapter_count)s, %(chunk_count)s)
+        %(encoding)s, %(chapter_count)s, %(chunk_count)s, %(chapters)s)
 ON CONFLICT (id) DO UPDATE SET
     title = EXCLUDED.title, author = EXCLUDED.author, language = EXCLUDED.language,
     source_file = EXCLUDED.source_file, content_sha256 = EXCLUDED.content_sha256,
     bytes = EXCLUDED.bytes, encoding = EXCLUDED.encoding, chapter_count = EXCLUDED.chapter_count,
-    chunk_count = EXCLUDED.chunk_count, updated_at = now()
+    chunk_count = EXCLUDED.chunk_count, chapters = EXCLUDED.chapters, updated_at = now()
 """
 _COPY_CHUNKS = """
 COPY chunks (id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, char_end,
@@ -66,6 +67,7 @@ def replace_book(
                 "encoding": book.encoding,
                 "chapter_count": len(book.sections),
                 "chunk_count": len(chunks),
+                "chapters": Jsonb([[s.index, s.title, s.start, s.end] for s in book.sections]),
             },
         )
         deleted = conn.execute("DELETE FROM chunks WHERE book_id = %s", (book.book_id,)).rowcount
@@ -103,6 +105,7 @@ def _embedding_dimension(conn: Connection) -> int:
     code_version="1",
     kinds={"postgres"},
     group_name="indexes",
+    retry_policy=STORE_RETRY,
 )
 def pgvector_chunks(
     context: AssetExecutionContext,

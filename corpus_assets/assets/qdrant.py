@@ -6,11 +6,11 @@ from dagster import AssetExecutionContext
 from qdrant_client import QdrantClient, models
 
 from corpus_assets import sync
-from corpus_assets.assets._per_book import for_each_book
+from corpus_assets.assets._per_book import STORE_RETRY, for_each_book
 from corpus_assets.assets.embeddings import BookEmbeddings
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import Chunk
-from corpus_assets.partitions import book_asset
+from corpus_assets.partitions import QDRANT_POOL, book_asset
 from resources.postgres import PostgresResource
 from resources.qdrant import LOCAL_MODE_COMFORTABLE_POINTS, QdrantResource, book_filter, point_id
 
@@ -54,7 +54,8 @@ def replace_book_points(
     kinds={"qdrant"},
     deps=["pgvector_chunks"],  # Postgres, the source of truth, is written first
     group_name="indexes",
-    pool="qdrant",  # local mode allows one process per folder: writers take turns
+    retry_policy=STORE_RETRY,
+    pool=QDRANT_POOL,  # local mode allows one process per folder: writers take turns
 )
 def qdrant_points(
     context: AssetExecutionContext,

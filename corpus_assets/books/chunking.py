@@ -41,10 +41,14 @@ def chunk_book(
     sections: list[Section],
     count_tokens: Callable[[str], int],
     max_tokens: int,
+    max_token_chars: int | None = None,
 ) -> list[Chunk]:
-    """Chunks of at most `max_tokens` tokens (as `count_tokens` counts them) for every section."""
+    """Chunks of at most `max_tokens` tokens (as `count_tokens` counts them) for every section.
+
+    `max_token_chars`, the length of the tokenizer's longest token, only makes counting faster.
+    """
     # semchunk memoizes counts per counter for the life of the process: bound it.
-    chunker = semchunk.chunkerify(count_tokens, max_tokens, cache_maxsize=8192)
+    chunker = semchunk.chunkerify(count_tokens, max_tokens, max_token_chars=max_token_chars, cache_maxsize=8192)
     chunks: list[Chunk] = []
     for section in sections:
         pieces, offsets = chunker(text[section.start : section.end], overlap=OVERLAP, offsets=True)
@@ -57,12 +61,10 @@ def chunk_book(
     return chunks
 
 
-def chunk_book_timed(
-    book_id: str, text: str, sections: list[Section], count_tokens: Callable[[str], int], max_tokens: int
-) -> tuple[list[Chunk], float]:
+def chunk_book_timed(*args, **kwargs) -> tuple[list[Chunk], float]:
     """`chunk_book` and the seconds it took (it runs in worker processes)."""
     started = time.perf_counter()
-    return chunk_book(book_id, text, sections, count_tokens, max_tokens), time.perf_counter() - started
+    return chunk_book(*args, **kwargs), time.perf_counter() - started
 
 
 def _chunk(book_id: str, ordinal: int, section: Section, text: str, tokens: int, start: int) -> Chunk:

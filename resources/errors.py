@@ -1,0 +1,29 @@
+"""Store outages as one clear error: which store, where it was looked for, and what it said."""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import parse_qs, urlsplit
+
+
+class StoreUnavailable(ConnectionError):
+    """A store could not be reached (down, refusing, wrong address or credentials).
+
+    Steps that meet it are retried with backoff (`STORE_RETRY`); the message never holds credentials.
+    """
+
+
+def where(url: str) -> str:
+    """A URL without its user, password and query: safe to log and to show in the UI."""
+    parts = urlsplit(url)
+    host = parts.hostname or ",".join(parse_qs(parts.query).get("host", [])) or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@contextmanager
+def reaching(store: str, url: str, *errors: type[BaseException]) -> Iterator[None]:
+    """Turn the connection `errors` of `store` into a `StoreUnavailable` that names it."""
+    try:
+        yield
+    except errors as error:
+        raise StoreUnavailable(f"{store} at {where(url)} is unavailable: {type(error).__name__}: {error}") from error

@@ -1,0 +1,134 @@
+"""Faults, for real: stores that refuse connections, a graph server killed mid-life, concurrent runs.
+
+Nothing listens on 127.0.0.1:9, so a store pointed there refuses every connection as a stopped
+server would. Retries are shortened for the suite (conftest: CORPUS_STORE_RETRY_DELAY).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+import pytest
+from dagster import DagsterEventType, DagsterInstance
+
+from corpus_assets.assets._per_book import STORE_RETRY
+from corpus_assets.runs import failure_reason
+from corpus_assets.checks import graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
+from resources import embedded_falkordb
+from resources.graph import GraphResource
+from resources.postgres import PostgresResource
+from resources.qdrant import QdrantResource
+from resources.settings import SAMPLE_LIBRARY_DIR
+from corpus_assets.assets.chunks import book_chunks
+from corpus_assets.assets.embeddings import chunk_embeddings
+from corpus_assets.assets.graph import book_graph, similar_chunks
+from corpus_assets.assets.pgvector import pgvector_chunks
+from corpus_assets.assets.qdrant import qdrant_points
+from corpus_assets.assets.raw import raw_books
+from corpus_assets.assets.text import book_text
+
+ALL_ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
+              similar_chunks]
+WALLPAPER = "1952_the-yellow-wallpaper"
+
+REFUSING = "127.0.0.1:9"
+OUTAGES = {
+    "Qdrant": ("qdrant", QdrantResource(url=f"http://{REFUSING}"), "qdrant_points"),
+    "Neo4j": ("graph", GraphResource(neo4j_uri=f"bolt://{REFUSING}", neo4j_password="not-logged",
+                                      neo4j_retry_seconds=0.5), "book_graph"),
+    "Postgres": ("postgres", PostgresResource(database_url=f"postgresql://corpus:not-logged@{REFUSING}/corpus"),
+                 "book_chunks"),
+}
+
+
+def step_failures(result) -> dict[str, str]:
+    """Each failed step's reason, as `corpus ingest` prints it."""
+    return {e.step_key: failure_reason(e) for e in result.all_events if e.is_step_failure}
+
+
+@pytest.mark.parametrize("store", list(OUTAGES))
+def test_a_store_that_is_down_fails_its_assets_clearly_after_retries_and_the_next_run_recovers(
+    store, book_resources, materialize_books, qdrant, graph
+):
+    key, down, first_failing = OUTAGES[store]
+    instance = DagsterInstance.ephemeral()
+    working = {**book_resources, "qdrant": qdrant, "graph": graph}
+
+    result = materialize_books(ALL_ASSETS, instance, {**working, key: down}, [WALLPAPER])
+
+    assert not result.success
+    failures = step_failures(result)
+    assert first_failing in failures
+    assert f"{store} at " in failures[first_failing] and f"{REFUSING}" in failures[first_failing]
+    assert "is unavailable" in failures[first_failing]
+    assert "not-logged" not in str([e.message for e in instance.all_logs(result.run_id)])  # no password anywhere
+    retries = [e for e in instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
+               if e.step_key == first_failing]
+    assert len(retries) == STORE_RETRY.max_retries
+    if store != "Postgres":  # the other stores were written; only the down store's assets failed
+        assert set(failures) == {first_failing}
+        assert postgres_chunk_ids(working["postgres"], WALLPAPER)
+
+    again = materialize_books(ALL_ASSETS, instance, working, [WALLPAPER])  # the store is back
+
+    assert again.success
+    ids = postgres_chunk_ids(working["postgres"], WALLPAPER)
+    assert ids and ids == qdrant_chunk_ids(qdrant, WALLPAPER) == graph_chunk_ids(graph, WALLPAPER)
+
+
+def test_the_embedded_graph_server_killed_by_sigkill_restarts_and_keeps_its_graph(
+    state_dir, book_resources, materialize_books, qdrant, graph
+):
+    instance = DagsterInstance.ephemeral()
+    resources = {**book_resources, "qdrant": qdrant, "graph": graph}
+    assert materialize_books(ALL_ASSETS, instance, resources, [WALLPAPER]).success
+    before = graph_chunk_ids(graph, WALLPAPER)
+    folder = state_dir / "falkordb"
+    os.kill(int((folder / "falkordb.pid").read_text()), signal.SIGKILL)
+
+    result = materialize_books(ALL_ASSETS, instance, resources, [WALLPAPER])
+
+    assert result.success
+    assert graph_chunk_ids(graph, WALLPAPER) == before == postgres_chunk_ids(resources["postgres"], WALLPAPER)
+    graph_write = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "book_graph"]
+    # The append-only file kept every node: nothing had to be rewritten after the restart.
+    assert graph_write[0].materialization.metadata["unchanged (not rewritten)"].value is True
+    assert embedded_falkordb._answers(folder / embedded_falkordb.SOCKET_NAME)
+
+
+def test_four_ingest_processes_at_once_on_the_same_stores_converge(tmp_path, database_url, monkeypatch):
+    """Four `corpus ingest` processes, one book each, all started together on one state folder."""
+    library = tmp_path / "library"
+    library.mkdir()
+    text = (SAMPLE_LIBRARY_DIR / f"{WALLPAPER}.txt").read_text(encoding="utf-8")
+    paragraphs = [p for p in text.split("\n\n") if len(p) > 200]
+    books = [f"part-{i}" for i in range(4)]
+    for i, book in enumerate(books):  # four different small books
+        (library / f"{book}.txt").write_text("\n\n".join(paragraphs[i * 12 : (i + 1) * 12]), encoding="utf-8")
+    env = {**os.environ, "DATABASE_URL": database_url, "CORPUS_STATE_DIR": str(tmp_path / "state"),
+           "CORPUS_LIBRARY_DIR": str(library)}
+    corpus = os.path.join(os.path.dirname(sys.executable), "corpus")
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            runs = list(pool.map(lambda book: subprocess.run([corpus, "ingest", book], env=env, capture_output=True,
+                                                             text=True, timeout=600), books))
+        for run in runs:
+            assert run.returncode == 0, run.stdout + run.stderr
+
+        monkeypatch.setenv("CORPUS_STATE_DIR", str(tmp_path / "state"))  # the processes' Qdrant folder and graph server
+        postgres, qdrant, graph = PostgresResource(database_url=database_url), QdrantResource(), GraphResource()
+        total = 0
+        for book in books:
+            ids = postgres_chunk_ids(postgres, book)
+            assert ids and ids == qdrant_chunk_ids(qdrant, book) == graph_chunk_ids(graph, book), book
+            total += len(ids)
+        with psycopg.connect(database_url) as conn:
+            assert conn.execute("SELECT count(*), count(DISTINCT id) FROM chunks").fetchone() == (total, total)
+            assert conn.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'").fetchone() == (4,)
+        with qdrant.client() as client:
+            assert client.count(qdrant.collection, exact=True).count == total
+    finally:
+        embedded_falkordb.stop_server(tmp_path / "state" / "falkordb")
