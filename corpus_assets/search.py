@@ -1,5 +1,6 @@
 """Semantic search over the pgvector index or the Qdrant collection."""
 
+import os
 from dataclasses import dataclass
 
 from resources.embedding import EmbeddingModel
@@ -8,7 +9,8 @@ from resources.postgres import PostgresResource
 from resources.qdrant import QdrantResource, book_filter
 
 # Candidates the HNSW search keeps per query; 40 (pgvector's default) loses recall at 100k+ rows.
-EF_SEARCH = 100
+# Recall falls slowly as the corpus grows: raise it past ~1M chunks (BENCHMARKS.md).
+EF_SEARCH = int(os.environ.get("CORPUS_EF_SEARCH", "100"))
 
 _SEARCH = """
 WITH hits AS (
