@@ -13,6 +13,7 @@ import numpy as np
 from dagster import Config, MetadataValue, OpExecutionContext, ResourceParam, job, op
 from psycopg import Connection
 from pydantic import Field
+from qdrant_client import QdrantClient
 
 from corpus_assets import sync
 from corpus_assets.assets.embeddings import BookEmbeddings
@@ -71,8 +72,8 @@ def load_book(conn: Connection, book_id: str) -> tuple[StoredBook, list[Chunk], 
     return StoredBook(*row[:7], sections), chunks, embeddings
 
 
-def resync_book(conn: Connection, book_id: str, qdrant, client, session: GraphSession, postgres: PostgresResource,
-                similar: SimilarChunksConfig) -> dict[str, int]:
+def resync_book(conn: Connection, book_id: str, qdrant: QdrantResource, client: QdrantClient, session: GraphSession,
+                postgres: PostgresResource, similar: SimilarChunksConfig) -> dict[str, int]:
     """Rewrite the book's Qdrant points, graph and SIMILAR edges from its Postgres rows."""
     book, chunks, embeddings = load_book(conn, book_id)
     version = sync.book_version(book, chunks, embeddings.model)

