@@ -4,11 +4,12 @@ message naming the book and the problem, and the other books stay as they were.
 (Empty and binary files: tests/test_pipeline.py; decoding details: tests/test_decode.py.)
 """
 
+import hashlib
 import re
 
 import psycopg
 import pytest
-from dagster import DagsterInstance
+from dagster import AssetSelection, DagsterInstance, build_sensor_context
 
 from corpus_assets.assets.chunks import book_chunks
 from corpus_assets.assets.embeddings import chunk_embeddings
@@ -19,6 +20,7 @@ from corpus_assets.books.library import book_id_for
 from corpus_assets.registration import register_books
 from corpus_assets.runs import failure_reason
 from resources.library import BookLibrary
+from sensors.library_sensor import library_sensor
 
 ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks]
 WALLPAPER = "1952_the-yellow-wallpaper"
@@ -123,3 +125,22 @@ def test_a_file_that_disappears_before_its_run_fails_by_name_and_leaves_the_othe
     assert book_id in reason and "no file for this book" in reason
     assert stored_book(database_url, book_id) == (None, [])
     assert stored_book(database_url, WALLPAPER) == before
+
+
+def test_a_file_changed_during_its_run_is_stored_as_first_read_and_the_sensor_runs_it_again(
+    book_resources, materialize_books, library, database_url
+):
+    instance = DagsterInstance.ephemeral()
+    path = library / f"{WALLPAPER}.txt"
+    first_read = path.read_bytes()
+    # The run reads the file (raw_books), then the file changes before the later stages run.
+    assert materialize_books(ASSETS, instance, book_resources, [WALLPAPER], selection=AssetSelection.assets(raw_books)).success
+    path.write_text(first_read.decode("utf-8").replace("John", "Jonathan"), encoding="utf-8")
+    rest = AssetSelection.assets(*ASSETS) - AssetSelection.assets(raw_books)
+    assert materialize_books(ASSETS, instance, book_resources, [WALLPAPER], selection=rest).success
+
+    book, texts = stored_book(database_url, WALLPAPER)
+    assert book["content_sha256"] == hashlib.sha256(first_read).hexdigest()  # one consistent version
+    assert any("John " in t for t in texts) and not any("Jonathan" in t for t in texts)
+    tick = library_sensor(build_sensor_context(instance=instance, resources=book_resources))
+    assert [r.tags["dagster/asset_partition_range_start"] for r in tick.run_requests] == [WALLPAPER]
