@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test bench clean
+.PHONY: setup demo dev test bench bench-large clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -30,6 +30,10 @@ test: setup
 # The pipeline against raw model.encode, search latency and memory (~30 min on 2 cores).
 bench: setup
 	$(BIN)/python bench/pipeline.py
+
+# One 50 MB book through the whole pipeline: memory and time per stage (~6 min).
+bench-large: setup
+	$(BIN)/python bench/large_book.py
 
 clean:
 	rm -rf .corpus

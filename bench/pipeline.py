@@ -23,6 +23,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -112,18 +113,42 @@ def start_servers() -> None:
 
 
 def ingest(label: str) -> dict:
-    """`corpus ingest` in a new process, as a user runs it; stage times from the run's event log."""
+    """`corpus ingest` in a new process, as a user runs it; stage times and memory from the run's event log."""
     print(f"== {label}: corpus ingest", flush=True)
     started = time.perf_counter()
     process = subprocess.Popen([str(CORPUS_CLI), "ingest"], cwd=PROJECT)
+    samples: list[tuple[float, int]] = []
+    sampler = threading.Thread(target=sample_rss, args=(process.pid, samples), daemon=True)
+    sampler.start()
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
+    sampler.join()
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{label}: corpus ingest failed (exit {os.waitstatus_to_exitcode(status)})")
-    return {"wall_s": round(wall, 2), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3), **last_run_stages(wall)}
+    return {"wall_s": round(wall, 2), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3),
+            **last_run_stages(wall, samples)}
 
 
-def last_run_stages(process_wall: float) -> dict:
+def sample_rss(pid: int, samples: list[tuple[float, int]], every: float = 0.1) -> None:
+    """(wall-clock time, RSS of the process and its children) until the process ends."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        while root.status() != psutil.STATUS_ZOMBIE:
+            rss = 0
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    rss += proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            samples.append((time.time(), rss))
+            time.sleep(every)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def last_run_stages(process_wall: float, rss_samples: list[tuple[float, int]]) -> dict:
     from dagster import DagsterInstance, RunsFilter
 
     from corpus_assets.cli import dagster_home
@@ -131,7 +156,13 @@ def last_run_stages(process_wall: float) -> dict:
     dagster_home()
     instance = DagsterInstance.get()
     run = instance.get_run_records(RunsFilter(job_name="ingest_books"), limit=1)[0]
-    steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(run.dagster_run.run_id)}
+    step_stats = instance.get_run_step_stats(run.dagster_run.run_id)
+    steps = {s.step_key: s.end_time - s.start_time for s in step_stats}
+    # The largest RSS sampled while each stage ran (the run executes its steps one at a time).
+    peak_rss = {s.step_key: max((rss for at, rss in rss_samples if s.start_time <= at <= s.end_time), default=0)
+                for s in step_stats}
+    stage_peaks = {stage: peak_rss.pop(stage, 0) for stage in STAGES}
+    stage_peaks["asset checks"] = max(peak_rss.values(), default=0)
     stages = {stage: round(steps.pop(stage, 0.0), 2) for stage in STAGES}
     stages["asset checks"] = round(sum(steps.values()), 2)
     run_wall = run.end_time - run.start_time
@@ -141,6 +172,7 @@ def last_run_stages(process_wall: float) -> dict:
         "run_id": run.dagster_run.run_id,
         "run_wall_s": round(run_wall, 2),
         "stages_s": stages,
+        "stages_peak_rss_gib": {stage: round(rss / 2**30, 3) for stage, rss in stage_peaks.items()},
         "encode_s": metadata["run encode seconds"].value if "run encode seconds" in metadata else None,
         "chunks_embedded": metadata["chunks embedded in run"].value if "chunks embedded in run" in metadata else None,
         "dagster_overhead_s": round(run_wall - sum(stages.values()), 2),

@@ -33,19 +33,30 @@ def dagster_home() -> Path:
     home = settings.state_dir() / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.is_symlink():
-        config.unlink(missing_ok=True)
-        config.symlink_to(settings.PROJECT_ROOT / "dagster.yaml")
+    with _setup_lock(home):
+        if not config.is_symlink():
+            config.unlink(missing_ok=True)
+            config.symlink_to(settings.PROJECT_ROOT / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
     os.environ[settings.DAGSTER_PG_URL_ENV] = dagster_storage_url()
     return home
 
 
+def _setup_lock(home: Path):
+    """Held by one `corpus` process at a time while it sets up DAGSTER_HOME or Dagster's tables."""
+    from filelock import FileLock
+
+    return FileLock(home / ".setup.lock")
+
+
 def _instance():
     from dagster import DagsterInstance
 
-    dagster_home()
-    return DagsterInstance.get()
+    home = dagster_home()
+    # Dagster creates its storage tables on first use without guarding against other processes
+    # doing the same (DuplicateTable "instance_info" when several ingests start on a new database).
+    with _setup_lock(home):
+        return DagsterInstance.get()
 
 
 @app.command()

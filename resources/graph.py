@@ -4,6 +4,9 @@ Both run the same openCypher statements; only index and constraint DDL differ, a
 the two backend classes below.
 """
 
+import atexit
+import os
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -17,6 +20,19 @@ from resources.errors import reaching
 # Node labels and the properties writes MERGE on or filter by.
 _KEYED_LABELS = ("Book", "Chapter", "Chunk")
 _FILTERED = (("Chapter", "book_id"), ("Chunk", "book_id"))
+
+# One Neo4j driver (and so one connection pool) per process and server; idle pooled connections
+# older than this are checked before use, so a restarted server costs no failed statement.
+_NEO4J_LIVENESS_CHECK_SECONDS = 30.0
+_neo4j_drivers: dict[tuple, Any] = {}
+_driver_guard = threading.Lock()
+
+
+@atexit.register
+def _close_neo4j_drivers() -> None:
+    with _driver_guard:
+        for key in [key for key in _neo4j_drivers if key[0] == os.getpid()]:
+            _neo4j_drivers.pop(key).close()
 
 
 class GraphSession(Protocol):
@@ -101,12 +117,10 @@ class GraphResource(ConfigurableResource):
         if self.neo4j_uri:
             import neo4j
 
-            with neo4j.GraphDatabase.driver(self.neo4j_uri, auth=(self.neo4j_user, self.neo4j_password),
-                                            max_transaction_retry_time=self.neo4j_retry_seconds) as driver:
-                session = _Neo4jSession(driver, self.graph_name)
-                with reaching("Neo4j", self.neo4j_uri, neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.AuthError):
-                    session.ensure_schema()
-                yield session
+            session = _Neo4jSession(self._neo4j_driver(), self.graph_name)
+            with reaching("Neo4j", self.neo4j_uri, neo4j.exceptions.ServiceUnavailable, neo4j.exceptions.AuthError):
+                session.ensure_schema()
+            yield session
             return
         import falkordb
         import redis
@@ -120,3 +134,17 @@ class GraphResource(ConfigurableResource):
             yield session
         finally:
             db.connection.close()
+
+    def _neo4j_driver(self):
+        """This process's driver for the configured server and user (keyed by process: never shared across a fork)."""
+        import neo4j
+
+        key = (os.getpid(), self.neo4j_uri, self.neo4j_user, self.neo4j_password, self.neo4j_retry_seconds)
+        with _driver_guard:
+            if key not in _neo4j_drivers:
+                _neo4j_drivers[key] = neo4j.GraphDatabase.driver(
+                    self.neo4j_uri, auth=(self.neo4j_user, self.neo4j_password),
+                    max_transaction_retry_time=self.neo4j_retry_seconds,
+                    liveness_check_timeout=_NEO4J_LIVENESS_CHECK_SECONDS,
+                )
+            return _neo4j_drivers[key]

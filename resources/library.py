@@ -1,5 +1,6 @@
 """The library folder: where book files come from."""
 
+import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -7,6 +8,11 @@ from pydantic import Field
 
 from corpus_assets.books.library import scan_library
 from resources import settings
+
+MAX_BOOK_MB_ENV = "CORPUS_MAX_BOOK_MB"
+# A run holds a book's text, chunks and vectors in memory: a 50 MB book peaks at 1.7 GiB in its own
+# stages and more with Qdrant's local mode, which holds the whole collection (bench/results/large_book.md).
+DEFAULT_MAX_BOOK_MB = 64.0
 
 
 class BookLibrary(ConfigurableResource):
@@ -16,6 +22,16 @@ class BookLibrary(ConfigurableResource):
         default=None,
         description="Folder of book files; unset: env CORPUS_LIBRARY_DIR, else the sample books.",
     )
+
+    max_book_mb: float | None = Field(
+        default=None,
+        description=f"Largest book file accepted, in MB (a run's memory grows with it); unset: env "
+        f"{MAX_BOOK_MB_ENV}, else {DEFAULT_MAX_BOOK_MB:.0f}.",
+    )
+
+    def max_book_bytes(self) -> int:
+        mb = self.max_book_mb or float(os.environ.get(MAX_BOOK_MB_ENV) or DEFAULT_MAX_BOOK_MB)
+        return int(mb * 2**20)
 
     def root(self) -> Path:
         return Path(self.folder).resolve() if self.folder else settings.library_dir()

@@ -1,5 +1,6 @@
 """Postgres + pgvector: the source of truth for books and chunks."""
 
+import atexit
 import os
 import threading
 from collections.abc import Iterator
@@ -8,15 +9,25 @@ from contextlib import contextmanager
 import psycopg
 from dagster import ConfigurableResource
 from pgvector.psycopg import register_vector
+from psycopg_pool import ConnectionPool
 from pydantic import Field
 
 from resources import embedded_postgres, settings
-from resources.errors import reaching
+from resources.errors import reaching, where
 
 # Advisory-lock key that serializes schema migrations across processes ("corpus" in ASCII).
 _MIGRATION_LOCK_KEY = 0x636F72707573
 _migrated_urls: set[str] = set()
 _migration_guard = threading.Lock()
+
+# Connections per process and database. A run holds at most two at once (a stage reading while it
+# writes); the rest is headroom for threads (the webserver, the sensor).
+POOL_SIZE = int(os.environ.get("CORPUS_PG_POOL_SIZE", "4"))
+# How long a caller waits for a connection before the store counts as unavailable.
+POOL_TIMEOUT_SECONDS = float(os.environ.get("CORPUS_PG_POOL_TIMEOUT", "10"))
+# Keyed by process too: a forked child must never use its parent's sockets.
+_pools: dict[tuple[int, str], ConnectionPool] = {}
+_pool_guard = threading.Lock()
 
 
 def corpus_database_url(database_url: str | None = None) -> str:
@@ -68,6 +79,47 @@ def migrate(url: str) -> None:
         _migrated_urls.add(url)
 
 
+def connection_pool(url: str) -> ConnectionPool:
+    """This process's pool for `url`, opened on first use.
+
+    Every checkout is re-validated (`check`): a connection the server dropped (restart, idle
+    timeout, failover) is replaced instead of failing the caller's first statement.
+    """
+    key = (os.getpid(), url)
+    with _pool_guard:
+        if key not in _pools:
+            pool = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=POOL_SIZE,
+                timeout=POOL_TIMEOUT_SECONDS,
+                kwargs={"autocommit": True, "application_name": "corpus"},
+                configure=register_vector,
+                check=ConnectionPool.check_connection,
+                name=where(url),  # the pool's logs never show credentials
+                open=True,
+            )
+            try:
+                pool.wait(POOL_TIMEOUT_SECONDS)  # the first connection, or a clear error if there is none
+            except Exception:
+                pool.close(timeout=1)
+                raise
+            _pools[key] = pool
+        return _pools[key]
+
+
+@atexit.register
+def close_pools(url: str | None = None) -> None:
+    """Close this process's pools (connections and worker threads): all, or the one for `url`.
+
+    Close a database's pool before dropping the database, or it keeps trying to reconnect.
+    """
+    with _pool_guard:
+        mine = [key for key in _pools if key[0] == os.getpid() and url in (None, key[1])]
+        for key in mine:
+            _pools.pop(key).close(timeout=1)
+
+
 class PostgresResource(ConfigurableResource):
     """Postgres with pgvector. Unset `database_url` means the embedded server in the state folder."""
 
@@ -81,11 +133,17 @@ class PostgresResource(ConfigurableResource):
 
     @contextmanager
     def connect(self) -> Iterator[psycopg.Connection]:
-        """An autocommit connection (use `conn.transaction()`) with pgvector types, on a migrated schema."""
+        """A pooled autocommit connection (use `conn.transaction()`) with pgvector types, on a migrated schema.
+
+        Session settings do not outlive the checkout only if set transaction-locally
+        (`set_config(..., true)`), as every caller here does.
+        """
         url = self.url()
-        with reaching("Postgres", url, psycopg.OperationalError):
+        with reaching("Postgres", url, psycopg.OperationalError):  # PoolTimeout is one
             migrate(url)
-            conn = psycopg.connect(url, autocommit=True)
-        with conn:
-            register_vector(conn)
+            conn = connection_pool(url).getconn()
+        try:
             yield conn
+        finally:
+            # A connection left broken or mid-transaction is discarded by the pool, not reused.
+            connection_pool(url).putconn(conn)

@@ -22,7 +22,7 @@ from resources.artifacts import BookArtifactIOManager
 from resources.embedding import EmbeddingModel
 from resources.graph import GraphResource
 from resources.library import BookLibrary
-from resources.postgres import PostgresResource
+from resources.postgres import PostgresResource, close_pools
 from resources.qdrant import QdrantResource
 from resources.settings import PROJECT_ROOT, SAMPLE_LIBRARY_DIR
 
@@ -67,7 +67,9 @@ def database_url(pg_socket) -> str:
     admin = embedded_postgres.url(pg_socket, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    yield embedded_postgres.url(pg_socket, name)
+    url = embedded_postgres.url(pg_socket, name)
+    yield url
+    close_pools(url)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

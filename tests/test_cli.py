@@ -82,30 +82,55 @@ def test_ingest_reports_a_bad_book_and_fails(run_cli, tmp_path):
     assert "zz-empty-" in result.stdout and "is empty" in result.stdout
 
 
-@pytest.mark.parametrize("step", ["pgvector_chunks", "qdrant_points", "book_graph"])
-def test_an_ingest_killed_as_each_store_step_starts_is_resumed_and_every_store_converges(
-    step, run_cli, tmp_path, database_url, monkeypatch
+# The record each store write ends with (book_sync, in Postgres): held, it stops the write after the
+# store was written and before the write is recorded or, for Postgres, committed. In run order.
+KILLED_WRITES = {"pgvector_chunks": "chunks", "book_graph": "graph", "qdrant_points": "qdrant"}
+
+
+def test_ingests_killed_inside_each_store_write_are_resumed_and_every_store_converges(
+    run_cli, tmp_path, database_url, monkeypatch
 ):
+    """SIGKILL while Postgres's transaction is open, after the graph's writes, after Qdrant's upsert.
+
+    Each write is stopped at a known point by holding its book_sync row lock from the test, so the
+    kill lands inside the write every time, not around it.
+    """
+    assert run_cli("ingest").returncode == 0
+    book_file = tmp_path / "library" / f"{BOOK}.txt"
+    book_file.write_text(book_file.read_text(encoding="utf-8").replace("John", "Jonathan"), encoding="utf-8")
     corpus = os.path.join(os.path.dirname(sys.executable), "corpus")
     env = {**os.environ, "DATABASE_URL": database_url, "CORPUS_STATE_DIR": str(tmp_path / "state"),
            "CORPUS_LIBRARY_DIR": str(tmp_path / "library")}
-    worker = subprocess.Popen([corpus, "ingest"], env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for_step_start(database_url, step, timeout=300)
-    finally:
-        os.killpg(worker.pid, signal.SIGKILL)  # no clean-up of any kind, as in an OOM kill or power cut
-        worker.wait()
+    monkeypatch.setenv("CORPUS_STATE_DIR", str(tmp_path / "state"))  # the CLI's Qdrant folder and graph server
+    postgres, qdrant, graph = PostgresResource(database_url=database_url), QdrantResource(), GraphResource()
+
+    for step, record in KILLED_WRITES.items():
+        with psycopg.connect(database_url) as holder:  # a transaction, open until the kill
+            assert holder.execute("SELECT 1 FROM book_sync WHERE book_id = %s AND target = %s FOR UPDATE",
+                                  (BOOK, record)).fetchone()
+            worker = subprocess.Popen([corpus, "ingest"], env=env, start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                writer = _wait_for_blocked_record(database_url, timeout=300)
+            finally:
+                os.killpg(worker.pid, signal.SIGKILL)  # no clean-up of any kind, as in an OOM kill or power cut
+                worker.wait()
+            assert _running_step(database_url) == step
+            if step == "pgvector_chunks":
+                assert writer["backend_xid"] is not None  # its transaction had written the new rows
+            if step == "book_graph":  # the new version was in the graph, not yet recorded as such
+                assert graph_chunk_ids(graph, BOOK) == postgres_chunk_ids(postgres, BOOK)
+            holder.rollback()
 
     resumed = run_cli("ingest")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "had died (its process is gone): marked failed" in resumed.stdout  # its pool slots are free again
 
-    monkeypatch.setenv("CORPUS_STATE_DIR", str(tmp_path / "state"))  # the CLI's Qdrant folder and graph server
-    postgres, qdrant, graph = PostgresResource(database_url=database_url), QdrantResource(), GraphResource()
     in_postgres = postgres_chunk_ids(postgres, BOOK)
     assert in_postgres and in_postgres == qdrant_chunk_ids(qdrant, BOOK) == graph_chunk_ids(graph, BOOK)
-    with psycopg.connect(database_url) as conn:  # no duplicates or orphans anywhere
+    with psycopg.connect(database_url) as conn:  # the edited version, once: no duplicates or orphans anywhere
+        texts = [row[0] for row in conn.execute("SELECT text FROM chunks WHERE book_id = %s", (BOOK,))]
+        assert any("Jonathan" in text for text in texts) and not any("John " in text for text in texts)
         assert conn.execute("SELECT count(*), count(DISTINCT id) FROM chunks").fetchone() == (len(in_postgres),) * 2
     with qdrant.client() as client:
         assert client.count(qdrant.collection, exact=True).count == len(in_postgres)
@@ -113,16 +138,23 @@ def test_an_ingest_killed_as_each_store_step_starts_is_resumed_and_every_store_c
         assert session.run("MATCH (c:Chunk) RETURN count(c) AS n")[0]["n"] == len(in_postgres)
 
 
-def _wait_for_step_start(database_url, step, timeout):
-    """Until Dagster's event log (in the same Postgres) shows `step` starting."""
+def _wait_for_blocked_record(database_url, timeout) -> dict:
+    """The pipeline's server session once it waits for a book_sync row lock."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with psycopg.connect(database_url) as conn:
-                if conn.execute("SELECT count(*) FROM event_logs WHERE dagster_event_type = 'STEP_START' "
-                                "AND step_key = %s", (step,)).fetchone()[0]:
-                    return
-        except psycopg.errors.UndefinedTable:
-            pass  # Dagster's storage is not created yet
-        time.sleep(0.05)
-    raise TimeoutError(f"{step} did not start within {timeout} s")
+    with psycopg.connect(database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT pid, backend_xid::text AS backend_xid FROM pg_stat_activity WHERE application_name = 'corpus' "
+                "AND wait_event_type = 'Lock' AND query ILIKE '%%book_sync%%'"
+            ).fetchone()
+            if row:
+                return row
+            time.sleep(0.05)
+    raise TimeoutError(f"no store write reached its book_sync record within {timeout} s")
+
+
+def _running_step(database_url) -> str:
+    """The step the latest run started last, from Dagster's event log (in the same Postgres)."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT step_key FROM event_logs WHERE dagster_event_type = 'STEP_START' "
+                            "ORDER BY id DESC LIMIT 1").fetchone()[0]

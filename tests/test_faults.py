@@ -19,7 +19,7 @@ from corpus_assets.runs import failure_reason
 from corpus_assets.checks import graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
 from resources import embedded_falkordb
 from resources.graph import GraphResource
-from resources.postgres import PostgresResource
+from resources.postgres import PostgresResource, connection_pool
 from resources.qdrant import QdrantResource
 from resources.settings import SAMPLE_LIBRARY_DIR
 from corpus_assets.assets.chunks import book_chunks
@@ -77,6 +77,28 @@ def test_a_store_that_is_down_fails_its_assets_clearly_after_retries_and_the_nex
     assert again.success
     ids = postgres_chunk_ids(working["postgres"], WALLPAPER)
     assert ids and ids == qdrant_chunk_ids(qdrant, WALLPAPER) == graph_chunk_ids(graph, WALLPAPER)
+
+
+def test_pooled_postgres_connections_dropped_by_the_server_are_replaced_on_checkout(database_url):
+    """What a server restart or failover does to a pool: every connection it holds is cut."""
+    postgres = PostgresResource(database_url=database_url)
+    backend = "SELECT pg_backend_pid()"
+    with postgres.connect() as conn:
+        first = conn.execute(backend).fetchone()[0]
+    with postgres.connect() as conn:
+        assert conn.execute(backend).fetchone()[0] == first  # pooled: the same server session again
+
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        cut = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'corpus'"
+        ).fetchone()[0]
+    assert cut >= 1
+
+    with postgres.connect() as conn:  # no error: the dead connection is found at checkout and replaced
+        assert conn.execute(backend).fetchone()[0] != first
+        assert conn.execute("SELECT count(*) FROM books").fetchone() == (0,)
+    assert connection_pool(database_url).get_stats().get("connections_lost", 0) >= 1
 
 
 def test_the_embedded_graph_server_killed_by_sigkill_restarts_and_keeps_its_graph(

@@ -191,7 +191,11 @@ WHERE c.book_id = %(book_id)s AND 1 - n.distance >= %(min_score)s
 """
 
 
-def similar_pairs(postgres: PostgresResource, book_id: str, top_k: int, min_score: float) -> list[dict]:
+def similar_pairs(postgres: PostgresResource, book_id: str, top_k: int, min_score: float) -> Iterator[list[dict]]:
+    """The book's (chunk, neighbour, score) pairs in batches, from a server-side cursor.
+
+    A 50 MB book has ~280k pairs: streamed, they never sit in memory at once.
+    """
     with postgres.connect() as conn, conn.transaction():
         # Most rows pass the other-books filter, but a filtered HNSW scan must still be allowed to
         # continue past ef_search candidates to fill each LIMIT.
@@ -199,8 +203,10 @@ def similar_pairs(postgres: PostgresResource, book_id: str, top_k: int, min_scor
         # Below some tens of thousands of rows the planner prefers an exact scan per chunk, which
         # makes the whole step quadratic (75 chunks/s at 11k chunks); the index is ~5x faster.
         conn.execute("SELECT set_config('enable_seqscan', 'off', true)")
-        rows = conn.execute(_NEIGHBOURS_IN_OTHER_BOOKS, {"k": top_k, "book_id": book_id, "min_score": min_score})
-        return [{"from_id": a, "to_id": b, "score": float(score)} for a, b, score in rows]
+        with conn.cursor(name="similar_pairs") as cursor:
+            cursor.execute(_NEIGHBOURS_IN_OTHER_BOOKS, {"k": top_k, "book_id": book_id, "min_score": min_score})
+            while rows := cursor.fetchmany(BATCH):
+                yield [{"from_id": a, "to_id": b, "score": float(score)} for a, b, score in rows]
 
 
 def similar_version(conn, book_id: str, top_k: int, min_score: float) -> str:
@@ -210,11 +216,17 @@ def similar_version(conn, book_id: str, top_k: int, min_score: float) -> str:
 
 def relink_similar(session: GraphSession, postgres: PostgresResource, book_id: str, top_k: int,
                    min_score: float) -> tuple[int, int]:
-    """Replace the SIMILAR edges from the book's chunks; return (edges written, edges replaced)."""
-    pairs = similar_pairs(postgres, book_id, top_k, min_score)
+    """Replace the SIMILAR edges from the book's chunks; return (edges written, edges replaced).
+
+    Killed midway, the book's edges are partly written and its `similar` record is not: the next run
+    replaces them all.
+    """
     replaced = delete_in_batches(session, _DELETE_SIMILAR, book_id=book_id)
-    write_rows(session, _MERGE_SIMILAR, pairs)
-    return len(pairs), replaced
+    written = 0
+    for pairs in similar_pairs(postgres, book_id, top_k, min_score):
+        write_rows(session, _MERGE_SIMILAR, pairs)
+        written += len(pairs)
+    return written, replaced
 
 
 @book_asset(code_version="1", kinds={"neo4j", "postgres"}, group_name="indexes",

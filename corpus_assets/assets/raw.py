@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, MetadataValue
 from corpus_assets.assets._per_book import for_each_book
 from corpus_assets.books.errors import BookError
 from corpus_assets.partitions import book_asset
-from resources.library import BookLibrary
+from resources.library import MAX_BOOK_MB_ENV, BookLibrary
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,19 @@ class RawBook:
 def raw_books(context: AssetExecutionContext, library: BookLibrary) -> dict[str, RawBook]:
     """The raw book file (Project Gutenberg text or any plain text), with its size and sha256."""
     files = library.books()
+    limit = library.max_book_bytes()
 
     def read(book_id: str) -> RawBook:
         path = files.get(book_id)
         if path is None:
             raise BookError(f"no file for this book in the library folder {library.root()}")
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            data = file.read(limit + 1)  # never more than the limit, even if the file grows meanwhile
+        if len(data) > limit:
+            raise BookError(
+                f"the file {path.name} is {path.stat().st_size / 2**20:,.1f} MB, over the {limit / 2**20:,.0f} MB "
+                f"limit for one book (raise it with {MAX_BOOK_MB_ENV} where runs have the memory: README, failure modes)"
+            )
         if not data:
             raise BookError(f"the file {path.name} is empty")
         raw = RawBook(book_id, str(path), data, hashlib.sha256(data).hexdigest())
