@@ -16,7 +16,6 @@ from dagster import (
     asset_check,
     multi_asset_check,
 )
-from qdrant_client import QdrantClient
 
 from corpus_assets.assets._per_book import md_cell
 from corpus_assets.assets.graph import book_graph, similar_chunks
@@ -27,7 +26,7 @@ from corpus_assets.search import EF_SEARCH
 from resources.embedding import EmbeddingModel
 from resources.graph import GraphResource
 from resources.postgres import PostgresResource
-from resources.qdrant import QdrantResource, book_filter
+from resources.qdrant import QdrantResource, chunk_ids_per_book
 
 MIN_RECALL = float(os.environ.get("CORPUS_MIN_RECALL", "0.95"))
 RECALL_SAMPLE = 10
@@ -95,22 +94,7 @@ def postgres_chunk_ids(postgres: PostgresResource, book_id: str) -> set[str]:
 
 def qdrant_chunk_ids(qdrant: QdrantResource, book_id: str) -> set[str]:
     with qdrant.client() as client:
-        return collection_chunk_ids(client, qdrant.collection, book_id)
-
-
-def collection_chunk_ids(client: QdrantClient, collection: str, book_id: str) -> set[str]:
-    ids: set[str] = set()
-    if not client.collection_exists(collection):
-        return ids
-    offset = None
-    while True:
-        points, offset = client.scroll(
-            collection, scroll_filter=book_filter(book_id), limit=1000, offset=offset,
-            with_payload=["chunk_id"], with_vectors=False,
-        )
-        ids.update(p.payload["chunk_id"] for p in points)
-        if offset is None:
-            return ids
+        return chunk_ids_per_book(client, qdrant.collection, [book_id])[book_id]
 
 
 def graph_chunk_ids(graph: GraphResource, book_id: str) -> set[str]:
@@ -227,10 +211,8 @@ def qdrant_checks(context: AssetCheckExecutionContext, postgres: PostgresResourc
     selected = {key.name for key in context.op_execution_context.selected_asset_check_keys}
     with qdrant.client() as client:
         if QDRANT_MATCHES_POSTGRES in selected:
-            yield _matches_postgres(
-                context, postgres, lambda book_id: collection_chunk_ids(client, qdrant.collection, book_id), "Qdrant",
-                QDRANT_MATCHES_POSTGRES,
-            )
+            in_qdrant = chunk_ids_per_book(client, qdrant.collection, context.partition_keys)
+            yield _matches_postgres(context, postgres, in_qdrant.__getitem__, "Qdrant", QDRANT_MATCHES_POSTGRES)
         if QDRANT_COLLECTION_IS_GREEN in selected:
             exists = client.collection_exists(qdrant.collection)
             status = client.get_collection(qdrant.collection).status.value if exists else "missing"

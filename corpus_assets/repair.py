@@ -21,12 +21,11 @@ from corpus_assets.assets.graph import SimilarChunksConfig, relink_similar, repl
 from corpus_assets.assets.qdrant import replace_book_points
 from corpus_assets.books.chapters import Section
 from corpus_assets.books.chunking import Chunk
-from corpus_assets.checks import collection_chunk_ids
 from corpus_assets.removal import remove_book
 from resources.artifacts import BookArtifactIOManager
 from resources.graph import GraphResource, GraphSession
 from resources.postgres import PostgresResource
-from resources.qdrant import QdrantResource
+from resources.qdrant import QdrantResource, chunk_ids_per_book
 
 
 @dataclass(frozen=True)
@@ -121,9 +120,10 @@ def resync_stores_from_postgres(
                 raise ValueError(f"not in Postgres, nothing to repair from: {', '.join(unknown)}")
             drifted, orphans = list(config.book_ids), []
         else:
+            in_qdrant_ids = chunk_ids_per_book(client, qdrant.collection, sorted(in_postgres))
             drifted = [
                 book_id for book_id, ids in sorted(in_postgres.items())
-                if not exists or collection_chunk_ids(client, qdrant.collection, book_id) != ids
+                if not exists or in_qdrant_ids[book_id] != ids
                 or {r["id"] for r in session.run(_GRAPH_CHUNK_IDS, {"book_id": book_id})} != ids
             ]
             in_qdrant = {hit.value for hit in client.facet(qdrant.collection, "book_id", limit=1_000_000).hits} if exists else set()

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from resources.graph import GraphResource
 from resources.postgres import PostgresResource
-from resources.qdrant import QdrantResource, book_filter
+from resources.qdrant import QdrantResource, points_per_book
 from resources.settings import DATABASE_URL_ENV
 
 
@@ -62,11 +62,7 @@ def corpus_summary() -> CorpusSummary:
             """
         ).fetchone()[0]
     with qdrant.client() as client:
-        exists = client.collection_exists(qdrant.collection)
-        points = {
-            row[0]: client.count(qdrant.collection, count_filter=book_filter(row[0]), exact=True).count if exists else 0
-            for row in rows
-        }
+        points = points_per_book(client, qdrant.collection, [row[0] for row in rows])
     with graph.session() as session:
         nodes = {r["book"]: int(r["chunks"]) for r in session.run("MATCH (c:Chunk) RETURN c.book_id AS book, count(c) AS chunks")}
     books = [BookStats(*row, qdrant_points=points[row[0]], graph_chunks=nodes.get(row[0], 0)) for row in rows]

@@ -20,8 +20,8 @@ _MIGRATION_LOCK_KEY = 0x636F72707573
 _migrated_urls: set[str] = set()
 _migration_guard = threading.Lock()
 
-# Connections per process and database. A run holds at most two at once (a stage reading while it
-# writes); the rest is headroom for threads (the webserver, the sensor).
+# Connections per process and database. A run holds at most two at once (two books written side by
+# side, `CORPUS_POSTGRES_WORKERS`); the rest is headroom for threads (the webserver, the sensor).
 POOL_SIZE = int(os.environ.get("CORPUS_PG_POOL_SIZE", "4"))
 # How long a caller waits for a connection before the store counts as unavailable.
 POOL_TIMEOUT_SECONDS = float(os.environ.get("CORPUS_PG_POOL_TIMEOUT", "10"))

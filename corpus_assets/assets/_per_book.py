@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy
@@ -9,6 +10,11 @@ from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataVal
 from corpus_assets.books.errors import BookError
 
 T = TypeVar("T")
+
+# Books a Postgres-bound stage works on side by side: the work runs in the server (HNSW inserts
+# and searches, one core per connection), so two books at once use both cores of a small machine
+# while this process mostly waits. Each needs one pooled connection (`CORPUS_PG_POOL_SIZE`).
+POSTGRES_WORKERS = int(os.environ.get("CORPUS_POSTGRES_WORKERS", "2"))
 
 # Stages that talk to a store retry a failed step with exponential backoff (by default about 2, 4,
 # 8, 16 s): a server restart or a dropped connection is survived, a store that stays down fails the
@@ -22,9 +28,10 @@ STORE_RETRY = RetryPolicy(
 
 
 def for_each_book(
-    context: AssetExecutionContext, book_ids: Iterable[str], process: Callable[[str], T]
+    context: AssetExecutionContext, book_ids: Iterable[str], process: Callable[[str], T], workers: int = 1
 ) -> dict[str, T]:
-    """`process` every book; if any fail, raise one `Failure` naming each book and its problem.
+    """`process` every book, `workers` books at a time (threads); if any fail, raise one `Failure`
+    naming each book and its problem.
 
     All books are tried before failing, so one bad file reports every bad file of its batch at once.
     The failure is retried (`STORE_RETRY`) only if some book failed for another reason than bad input.
@@ -33,16 +40,28 @@ def for_each_book(
     results: dict[str, T] = {}
     problems: dict[str, str] = {}
     retryable = False
-    for book_id in book_ids:
+
+    def attempt(book_id: str) -> tuple[str, T | None, str | None, bool]:
         try:
-            results[book_id] = process(book_id)
+            return book_id, process(book_id), None, False
         except BookError as error:
-            problems[book_id] = str(error)
+            problem, retry = str(error), False
         except Exception as error:  # noqa: BLE001 - reported per book below, with its type
-            problems[book_id] = f"{type(error).__name__}: {error}"
-            retryable = True
-        if book_id in problems:
-            context.log.error(f"book {book_id!r}: {stage} failed: {problems[book_id]}")
+            problem, retry = f"{type(error).__name__}: {error}", True
+        context.log.error(f"book {book_id!r}: {stage} failed: {problem}")
+        return book_id, None, problem, retry
+
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix=stage) as executor:
+            outcomes = list(executor.map(attempt, book_ids))
+    else:
+        outcomes = map(attempt, book_ids)
+    for book_id, result, problem, retry in outcomes:
+        if problem is None:
+            results[book_id] = result
+        else:
+            problems[book_id] = problem
+            retryable = retryable or retry
     if problems:
         listing = "; ".join(f"{book}: {problem}" for book, problem in problems.items())
         rows = "\n".join(f"| {book} | {problem} |" for book, problem in problems.items())

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dagster import AssetExecutionContext
 
 from corpus_assets import sync
-from corpus_assets.assets._per_book import STORE_RETRY, for_each_book
+from corpus_assets.assets._per_book import POSTGRES_WORKERS, STORE_RETRY, for_each_book
 from corpus_assets.assets.embeddings import BookEmbeddings
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import Chunk
@@ -238,10 +238,10 @@ def similar_chunks(
     postgres: PostgresResource,
 ) -> None:
     """SIMILAR {score} edges from each chunk to its top-k nearest chunks in other books."""
-    with graph.session() as session, postgres.connect() as conn:
 
-        def link(book_id: str) -> None:
-            started = time.perf_counter()
+    def link(book_id: str) -> None:
+        started = time.perf_counter()
+        with postgres.connect() as conn:
             # Only the book's own version: recomputing every book's edges whenever any book changed
             # would cost a full pass over the corpus per edit. Edges to a removed chunk go with its
             # node; edges from other books to the book's new chunks come when those books are rewritten.
@@ -249,15 +249,20 @@ def similar_chunks(
             if not config.rewrite and sync.recorded(conn, book_id, "similar") == version:
                 context.add_asset_metadata({"unchanged (not rewritten)": True}, partition_key=book_id)
                 return
+        with graph.session() as session:
             edges, replaced = relink_similar(session, postgres, book_id, config.top_k, config.min_score)
+        with postgres.connect() as conn:
             sync.record(conn, book_id, "similar", version)
-            context.add_asset_metadata(
-                {"similar edges": edges, "unchanged (not rewritten)": False, "edges replaced": replaced,
-                 "top k": config.top_k,
-                 "min score": config.min_score, "seconds": round(time.perf_counter() - started, 2)},
-                partition_key=book_id,
-            )
+        context.add_asset_metadata(
+            {"similar edges": edges, "unchanged (not rewritten)": False, "edges replaced": replaced,
+             "top k": config.top_k,
+             "min score": config.min_score, "seconds": round(time.perf_counter() - started, 2)},
+            partition_key=book_id,
+        )
 
-        for_each_book(context, context.partition_keys, link)
-
-
+    with postgres.connect() as conn:
+        sizes = dict(conn.execute("SELECT id, chunk_count FROM books WHERE id = ANY(%s)", (context.partition_keys,)))
+    # The nearest-neighbour searches run in Postgres, books side by side (the graph serializes the
+    # writes), longest first so the last book to finish is a short one.
+    by_size = sorted(context.partition_keys, key=lambda book_id: -sizes.get(book_id, 0))
+    for_each_book(context, by_size, link, workers=POSTGRES_WORKERS)

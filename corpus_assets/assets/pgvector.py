@@ -7,7 +7,7 @@ from psycopg import Connection
 from psycopg.types.json import Jsonb
 
 from corpus_assets import sync
-from corpus_assets.assets._per_book import STORE_RETRY, for_each_book
+from corpus_assets.assets._per_book import POSTGRES_WORKERS, STORE_RETRY, for_each_book
 from corpus_assets.assets.chunks import chunking_inputs
 from corpus_assets.assets.embeddings import BookEmbeddings
 from corpus_assets.assets.text import BookText
@@ -117,24 +117,26 @@ def pgvector_chunks(
     chunk_embeddings: dict[str, BookEmbeddings],
 ) -> None:
     """Rows in `books` and `chunks` (text, offsets, vector(384)), searchable through the HNSW index."""
-    with postgres.connect() as conn:
 
-        def write(book_id: str) -> None:
-            started = time.perf_counter()
-            book, chunks, embeddings = book_text[book_id], book_chunks[book_id], chunk_embeddings[book_id]
-            chunked_from = chunking_inputs(book, embedding_model)
+    def write(book_id: str) -> None:
+        started = time.perf_counter()
+        book, chunks, embeddings = book_text[book_id], book_chunks[book_id], chunk_embeddings[book_id]
+        chunked_from = chunking_inputs(book, embedding_model)
+        with postgres.connect() as conn:
             unchanged = not config.rewrite and holds_version(conn, book, chunks, embeddings.model, chunked_from)
             deleted = 0 if unchanged else replace_book(conn, book, chunks, embeddings, chunked_from)
-            context.add_asset_metadata(
-                {
-                    "rows": len(chunks),
-                    "unchanged (not rewritten)": unchanged,
-                    "rows replaced": deleted,
-                    "table": "chunks",
-                    "seconds": round(time.perf_counter() - started, 2),
-                    "first chunk id": chunks[0].id,
-                },
-                partition_key=book_id,
-            )
+        context.add_asset_metadata(
+            {
+                "rows": len(chunks),
+                "unchanged (not rewritten)": unchanged,
+                "rows replaced": deleted,
+                "table": "chunks",
+                "seconds": round(time.perf_counter() - started, 2),
+                "first chunk id": chunks[0].id,
+            },
+            partition_key=book_id,
+        )
 
-        for_each_book(context, context.partition_keys, write)
+    # Longest first, so the last book to finish is a short one.
+    by_size = sorted(context.partition_keys, key=lambda book_id: -len(book_chunks[book_id]))
+    for_each_book(context, by_size, write, workers=POSTGRES_WORKERS)
