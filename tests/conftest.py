@@ -6,6 +6,7 @@ import os
 # waits in tests instead of 2, 4, 8, 16 s.
 os.environ.setdefault("CORPUS_STORE_RETRY_DELAY", "0.1")
 import shutil
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -119,3 +120,24 @@ def materialize_books():
         return materialize(assets, instance=instance, resources=resources, tags=tags, raise_on_error=False, **kwargs)
 
     return run
+
+
+@pytest.fixture
+def blocked_store_write():
+    """Wait for the pipeline's server session to block on a `book_sync` row lock the test holds
+    (`SELECT ... FOR UPDATE`): a store write paused at a known point, inside its transaction."""
+
+    def wait(database_url: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+            while time.monotonic() < deadline:
+                row = conn.execute(
+                    "SELECT pid, backend_xid::text AS backend_xid FROM pg_stat_activity "
+                    "WHERE application_name = 'corpus' AND wait_event_type = 'Lock' AND query ILIKE '%%book_sync%%'"
+                ).fetchone()
+                if row:
+                    return row
+                time.sleep(0.05)
+        raise TimeoutError(f"no store write reached its book_sync record within {timeout} s")
+
+    return wait

@@ -5,7 +5,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import psycopg
 import pytest
@@ -88,7 +87,7 @@ KILLED_WRITES = {"pgvector_chunks": "chunks", "book_graph": "graph", "qdrant_poi
 
 
 def test_ingests_killed_inside_each_store_write_are_resumed_and_every_store_converges(
-    run_cli, tmp_path, database_url, monkeypatch
+    run_cli, tmp_path, database_url, monkeypatch, blocked_store_write
 ):
     """SIGKILL while Postgres's transaction is open, after the graph's writes, after Qdrant's upsert.
 
@@ -111,7 +110,7 @@ def test_ingests_killed_inside_each_store_write_are_resumed_and_every_store_conv
             worker = subprocess.Popen([corpus, "ingest"], env=env, start_new_session=True,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
-                writer = _wait_for_blocked_record(database_url, timeout=300)
+                writer = blocked_store_write(database_url, timeout=300)
             finally:
                 os.killpg(worker.pid, signal.SIGKILL)  # no clean-up of any kind, as in an OOM kill or power cut
                 worker.wait()
@@ -136,21 +135,6 @@ def test_ingests_killed_inside_each_store_write_are_resumed_and_every_store_conv
         assert client.count(qdrant.collection, exact=True).count == len(in_postgres)
     with graph.session() as session:
         assert session.run("MATCH (c:Chunk) RETURN count(c) AS n")[0]["n"] == len(in_postgres)
-
-
-def _wait_for_blocked_record(database_url, timeout) -> dict:
-    """The pipeline's server session once it waits for a book_sync row lock."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT pid, backend_xid::text AS backend_xid FROM pg_stat_activity WHERE application_name = 'corpus' "
-                "AND wait_event_type = 'Lock' AND query ILIKE '%%book_sync%%'"
-            ).fetchone()
-            if row:
-                return row
-            time.sleep(0.05)
-    raise TimeoutError(f"no store write reached its book_sync record within {timeout} s")
 
 
 def _running_step(database_url) -> str:

@@ -5,9 +5,11 @@ server would. Retries are shortened for the suite (conftest: CORPUS_STORE_RETRY_
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
@@ -33,6 +35,7 @@ from corpus_assets.assets.text import book_text
 ALL_ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
               similar_chunks]
 WALLPAPER = "1952_the-yellow-wallpaper"
+ALICE = "11_alices-adventures-in-wonderland"
 
 REFUSING = "127.0.0.1:9"
 OUTAGES = {
@@ -99,6 +102,49 @@ def test_pooled_postgres_connections_dropped_by_the_server_are_replaced_on_check
         assert conn.execute(backend).fetchone()[0] != first
         assert conn.execute("SELECT count(*) FROM books").fetchone() == (0,)
     assert connection_pool(database_url).get_stats().get("connections_lost", 0) >= 1
+
+
+def test_a_book_whose_write_is_cut_fails_alone_while_the_book_beside_it_commits_and_the_retry_converges(
+    library, database_url, book_resources, materialize_books, qdrant, graph, blocked_store_write
+):
+    """`pgvector_chunks` writes two books side by side: Alice's server session is terminated in the
+    middle of its transaction while The Yellow Wallpaper's write commits beside it."""
+    shutil.copy(SAMPLE_LIBRARY_DIR / f"{ALICE}.txt", library)
+    books = [ALICE, WALLPAPER]
+    instance = DagsterInstance.ephemeral()
+    resources = {**book_resources, "qdrant": qdrant, "graph": graph}
+    assert materialize_books(ALL_ASSETS, instance, resources, books).success
+    expected = {book: postgres_chunk_ids(resources["postgres"], book) for book in books}
+    rewrite = {"ops": {"pgvector_chunks": {"config": {"rewrite": True}}}}
+
+    # The lock holder closes first on the way out, so a failing assertion never leaves the run blocked.
+    with ThreadPoolExecutor(1) as background, psycopg.connect(database_url) as holder:
+        holder.execute("SELECT 1 FROM book_sync WHERE book_id = %s AND target = 'chunks' FOR UPDATE", (ALICE,))
+        started = holder.execute("SELECT clock_timestamp()").fetchone()[0]
+        run = background.submit(materialize_books, ALL_ASSETS, instance, resources, books,
+                                selection=[pgvector_chunks], run_config=rewrite)
+        alice_write = blocked_store_write(database_url, timeout=120)
+        with psycopg.connect(database_url) as conn:  # the other book committed while Alice's write waits
+            deadline = time.monotonic() + 60
+            while not conn.execute("SELECT synced_at > %s FROM book_sync WHERE book_id = %s AND target = 'pgvector'",
+                                   (started, WALLPAPER)).fetchone()[0]:
+                assert time.monotonic() < deadline, "the second book was not written beside the first"
+                time.sleep(0.05)
+                conn.rollback()
+        assert alice_write["backend_xid"] is not None  # inside its transaction: old rows deleted, new ones copied
+        holder.execute("SELECT pg_terminate_backend(%s)", (alice_write["pid"],))
+        holder.rollback()
+        result = run.result(timeout=300)
+
+    assert result.success  # the step's retry wrote Alice again
+    [retry] = instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
+    message = retry.dagster_event.event_specific_data.error.to_string()  # the retry request and its cause
+    assert "1 of 2 books failed in pgvector_chunks" in message and ALICE in message and WALLPAPER not in message
+    for book in books:
+        assert postgres_chunk_ids(resources["postgres"], book) == expected[book]
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*), count(DISTINCT id) FROM chunks").fetchone() == (
+            sum(map(len, expected.values())),) * 2
 
 
 def test_the_embedded_graph_server_killed_by_sigkill_restarts_and_keeps_its_graph(
