@@ -36,12 +36,16 @@ def book_filter(book_id: str) -> models.Filter:
     return models.Filter(must=[models.FieldCondition(key="book_id", match=models.MatchValue(value=book_id))])
 
 
+def books_filter(book_ids: list[str]) -> models.Filter:
+    """Points of any of these books."""
+    return models.Filter(must=[models.FieldCondition(key="book_id", match=models.MatchAny(any=book_ids))])
+
+
 def points_per_book(client: QdrantClient, collection: str, book_ids: list[str]) -> dict[str, int]:
     """How many points each book has, in one request (local mode filters in Python: a pass per request)."""
     if not book_ids or not client.collection_exists(collection):
         return dict.fromkeys(book_ids, 0)
-    books = models.Filter(must=[models.FieldCondition(key="book_id", match=models.MatchAny(any=book_ids))])
-    hits = client.facet(collection, "book_id", facet_filter=books, limit=len(book_ids), exact=True).hits
+    hits = client.facet(collection, "book_id", facet_filter=books_filter(book_ids), limit=len(book_ids), exact=True).hits
     return dict.fromkeys(book_ids, 0) | {hit.value: hit.count for hit in hits}
 
 
@@ -50,11 +54,10 @@ def chunk_ids_per_book(client: QdrantClient, collection: str, book_ids: list[str
     found: dict[str, set[str]] = {book_id: set() for book_id in book_ids}
     if not book_ids or not client.collection_exists(collection):
         return found
-    books = models.Filter(must=[models.FieldCondition(key="book_id", match=models.MatchAny(any=book_ids))])
     offset = None
     while True:
         # Large pages: local mode filters every point in Python once per page.
-        points, offset = client.scroll(collection, scroll_filter=books, limit=10_000, offset=offset,
+        points, offset = client.scroll(collection, scroll_filter=books_filter(book_ids), limit=10_000, offset=offset,
                                        with_payload=["book_id", "chunk_id"], with_vectors=False)
         for point in points:
             found[point.payload["book_id"]].add(point.payload["chunk_id"])
