@@ -59,24 +59,26 @@ def main(megabytes: Annotated[int, typer.Option(help="Size of the large book, in
 
 
 def graph_restart_after_kill(book_id: str) -> dict:
-    from resources import embedded_falkordb
-    from resources.graph import GraphResource
+    from resources import settings
+    from resources.graph import FalkorDBResource, falkordb_server
 
     folder = STATE / "falkordb"
     os.kill(int((folder / "falkordb.pid").read_text()), signal.SIGKILL)
     started = time.perf_counter()
-    embedded_falkordb.ensure_server(folder)
+    falkordb_server.ensure_server(folder, settings.current().falkordb_start_timeout)
     seconds = time.perf_counter() - started
-    with GraphResource().session() as session:
-        chunks = session.run("MATCH (c:Chunk {book_id: $book_id}) RETURN count(c) AS n", {"book_id": book_id})[0]["n"]
-    return {"seconds": round(seconds, 2), "chunks_in_graph": int(chunks)}
+    with FalkorDBResource().session() as session:
+        chunks = session.chunk_count(book_id)
+    return {"seconds": round(seconds, 2), "chunks_in_graph": chunks}
 
 
 def chunk_count(book_id: str) -> int:
-    from resources.postgres import PostgresResource
+    from dagster import build_resources
 
-    with PostgresResource().connect() as conn:
-        return conn.execute("SELECT chunk_count FROM books WHERE id = %s", (book_id,)).fetchone()[0]
+    from resources.postgres import EmbeddedPostgresResource
+
+    with build_resources({"postgres": EmbeddedPostgresResource()}) as built, built.postgres.db() as db:
+        return db.chunk_count(book_id)
 
 
 def markdown(r: dict) -> str:

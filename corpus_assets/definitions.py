@@ -1,6 +1,11 @@
-"""The one Definitions object of the corpus code location."""
+"""The one Definitions object of the corpus code location.
 
-from dagster import Definitions, in_process_executor
+The stores are chosen here, once: a server where its URL is set in the environment, else the
+embedded default in the state folder (as Dagster's examples choose local vs production resources).
+The `corpus` CLI builds its resources from these same definitions.
+"""
+
+from dagster import Definitions, EnvVar, in_process_executor
 
 from corpus_assets.assets.chunks import book_chunks
 from corpus_assets.assets.embeddings import chunk_embeddings
@@ -10,37 +15,47 @@ from corpus_assets.assets.qdrant import qdrant_points
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
 from corpus_assets.checks import book_checks
-from corpus_assets.jobs import ingest_books, register_books_job
+from corpus_assets.jobs import ingest_books, migrate_corpus_db, register_books_job
 from corpus_assets.removal import remove_books
 from corpus_assets.repair import repair_stores
+from resources import settings
 from resources.artifacts import BookArtifactIOManager
 from resources.embedding import EmbeddingModel
-from resources.graph import GraphResource
+from resources.graph import FalkorDBResource, GraphResource, Neo4jResource
 from resources.library import BookLibrary
-from resources.postgres import PostgresResource
-from resources.qdrant import QdrantResource
-from resources.settings import DATABASE_URL_ENV, env_or_none
+from resources.postgres import EmbeddedPostgresResource, PostgresResource
+from resources.qdrant import QdrantLocalResource, QdrantResource, QdrantServerResource
 from schedules.upkeep import check_all_books, maintain_postgres, nightly_checks, weekly_postgres_maintenance
 from sensors.library_sensor import library_sensor
+
+
+def store_resources(config: settings.Settings) -> dict[str, PostgresResource | QdrantResource | GraphResource]:
+    """Postgres, Qdrant and the graph: servers where their URLs are set, else the embedded defaults."""
+    return {
+        "postgres": PostgresResource(database_url=EnvVar(settings.DATABASE_URL_ENV)) if config.database_url
+        else EmbeddedPostgresResource(),
+        "qdrant": QdrantServerResource(url=EnvVar(settings.QDRANT_URL_ENV),
+                                       api_key=settings.secret(settings.QDRANT_API_KEY_ENV)) if config.qdrant_url
+        else QdrantLocalResource(),
+        "graph": Neo4jResource(uri=EnvVar(settings.NEO4J_URI_ENV), user=config.neo4j_user,
+                               password=settings.secret(settings.NEO4J_PASSWORD_ENV)) if config.neo4j_uri
+        else FalkorDBResource(),
+    }
+
 
 defs = Definitions(
     assets=[raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
             similar_chunks],
     asset_checks=book_checks,
-    jobs=[ingest_books, register_books_job, remove_books, repair_stores, check_all_books, maintain_postgres],
+    jobs=[ingest_books, register_books_job, remove_books, repair_stores, check_all_books, maintain_postgres,
+          migrate_corpus_db],
     sensors=[library_sensor],
     schedules=[nightly_checks, weekly_postgres_maintenance],
     resources={
         "io_manager": BookArtifactIOManager(),
         "library": BookLibrary(),
         "embedding_model": EmbeddingModel(),
-        "postgres": PostgresResource(database_url=env_or_none(DATABASE_URL_ENV)),
-        "qdrant": QdrantResource(url=env_or_none("QDRANT_URL"), api_key=env_or_none("QDRANT_API_KEY")),
-        "graph": GraphResource(
-            neo4j_uri=env_or_none("NEO4J_URI"),
-            neo4j_user=env_or_none("NEO4J_USER") or "neo4j",
-            neo4j_password=env_or_none("NEO4J_PASSWORD"),
-        ),
+        **store_resources(settings.current()),
     },
     # A run's stages form one chain, so steps gain nothing from separate processes and would each
     # pay the imports again; parallelism comes from running several runs.

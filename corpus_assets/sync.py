@@ -1,7 +1,7 @@
 """Which version of each book every store holds, so that re-running an unchanged book writes nothing.
 
 After each successful write of a book, Postgres (the source of truth) records a fingerprint of what
-was written, per target: "chunks" (the chunker's inputs), "pgvector", "qdrant", "graph", "similar".
+was written (`CorpusDB.record_sync`), per target: "chunks" (the chunker's inputs), "pgvector", "qdrant", "graph", "similar".
 A later run skips a book whose fingerprint is unchanged *and* whose item count in the store still
 matches; a count that drifted (points deleted by hand, a write killed midway) is rewritten. The
 stores' `rewrite` config forces a write, e.g. to repair drift the checks found.
@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Sequence
 
 from dagster import Config
-from psycopg import Connection
 from pydantic import Field
 
 from corpus_assets.assets.text import BookText
@@ -39,24 +38,3 @@ def book_version(book: BookText, chunks: Sequence[Chunk], model: str) -> str:
         book.title, book.author, book.language, book.source_file, book.content_sha256, book.encoding,
         [(s.index, s.title) for s in book.sections], [(c.id, c.chapter_index) for c in chunks], model,
     )
-
-
-def recorded(conn: Connection, book_id: str, target: str) -> str | None:
-    row = conn.execute(
-        "SELECT fingerprint FROM book_sync WHERE book_id = %s AND target = %s", (book_id, target)
-    ).fetchone()
-    return row[0] if row else None
-
-
-def record(conn: Connection, book_id: str, target: str, version: str) -> None:
-    """Note that `target` now holds `version` of the book (whose `books` row must exist)."""
-    conn.execute(
-        "INSERT INTO book_sync (book_id, target, fingerprint) VALUES (%s, %s, %s) "
-        "ON CONFLICT (book_id, target) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, synced_at = now()",
-        (book_id, target, version),
-    )
-
-
-def forget(conn: Connection, book_id: str, target: str) -> None:
-    """Note that `target` may no longer hold what was recorded, so the next run writes it."""
-    conn.execute("DELETE FROM book_sync WHERE book_id = %s AND target = %s", (book_id, target))

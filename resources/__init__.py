@@ -1,2 +1,3 @@
-"""One Dagster resource per external system: the library folder, Postgres, the embedding model,
-and the per-book artifact store."""
+"""One Dagster resource per external system, each in its own home: the library folder, the
+embedding model, the per-book artifacts, and the three stores (`postgres/`, `qdrant/`, `graph/`),
+each package holding every query the project makes to that store."""

@@ -24,7 +24,7 @@ class BookArtifactIOManager(ConfigurableIOManager):
     )
 
     def _root(self) -> Path:
-        return Path(self.base_dir) if self.base_dir else settings.state_dir() / "artifacts"
+        return Path(self.base_dir) if self.base_dir else settings.current().state_dir / "artifacts"
 
     def _path(self, asset_path: list[str], book_id: str) -> Path:
         return self._root().joinpath(*asset_path) / f"{book_id}.pickle"

@@ -3,7 +3,6 @@
 import functools
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,10 +11,9 @@ import numpy as np
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from resources import tokenizer
+from resources import settings, tokenizer
+from resources.settings import DEFAULT_MODEL, MODEL_ENV
 
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-MODEL_ENV = "CORPUS_EMBEDDING_MODEL"
 _SPECIAL_TOKENS = 2  # [CLS] and [SEP], added around every chunk by the model
 # Chunks per forward pass by device. On CPU, 16 was the fastest in every benchmark sweep on 2 cores
 # (e.g. 22.1 / 19.0 / 20.2 / 17.8 chunks/s at 16 / 32 / 64 / 128; BENCHMARKS.md); GPUs want big ones.
@@ -34,7 +32,7 @@ def model_location(model_name: str) -> str:
 
 
 def configured_model_name() -> str:
-    return os.environ.get(MODEL_ENV, DEFAULT_MODEL)
+    return settings.current().embedding_model
 
 
 def token_counter(model_name: str) -> Callable[[str], int]:

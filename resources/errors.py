@@ -4,12 +4,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import parse_qs, urlsplit
 
+from dagster import Failure
+
 
 class StoreUnavailable(ConnectionError):
     """A store could not be reached (down, refusing, wrong address or credentials).
 
     Steps that meet it are retried with backoff (`STORE_RETRY`); the message never holds credentials.
     """
+
+
+class SchemaOutOfDate(Failure):
+    """The corpus database is at another schema revision than the code: a step to take, not an
+    outage to wait out, so a step that meets it fails at once instead of retrying."""
+
+    def __init__(self, message: str):
+        super().__init__(description=message, allow_retries=False)
 
 
 def where(url: str) -> str:

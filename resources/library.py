@@ -1,6 +1,5 @@
 """The library folder: where book files come from."""
 
-import os
 from pathlib import Path
 
 from dagster import ConfigurableResource
@@ -8,11 +7,7 @@ from pydantic import Field
 
 from corpus_assets.books.library import scan_library
 from resources import settings
-
-MAX_BOOK_MB_ENV = "CORPUS_MAX_BOOK_MB"
-# A run holds a book's text, chunks and vectors in memory: a 50 MB book peaks at 1.7 GiB in its own
-# stages and more with Qdrant's local mode, which holds the whole collection (bench/results/large_book.md).
-DEFAULT_MAX_BOOK_MB = 64.0
+from resources.settings import MAX_BOOK_MB_ENV
 
 
 class BookLibrary(ConfigurableResource):
@@ -25,16 +20,18 @@ class BookLibrary(ConfigurableResource):
 
     max_book_mb: float | None = Field(
         default=None,
+        # A run holds a book's text, chunks and vectors in memory: a 50 MB book peaks at 1.7 GiB in its
+        # own stages (bench/results/large_book.md).
         description=f"Largest book file accepted, in MB (a run's memory grows with it); unset: env "
-        f"{MAX_BOOK_MB_ENV}, else {DEFAULT_MAX_BOOK_MB:.0f}.",
+        f"{MAX_BOOK_MB_ENV}, else 64.",
     )
 
     def max_book_bytes(self) -> int:
-        mb = self.max_book_mb or float(os.environ.get(MAX_BOOK_MB_ENV) or DEFAULT_MAX_BOOK_MB)
+        mb = self.max_book_mb or settings.current().max_book_mb
         return int(mb * 2**20)
 
     def root(self) -> Path:
-        return Path(self.folder).resolve() if self.folder else settings.library_dir()
+        return Path(self.folder).resolve() if self.folder else settings.current().library_dir
 
     def books(self) -> dict[str, Path]:
         """Every book file, by book id."""

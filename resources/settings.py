@@ -1,37 +1,82 @@
-"""Where the project keeps its state and finds its books, resolved from the environment.
+"""Every setting corpus reads from the environment, in one place.
 
-Every process (CLI, Dagster webserver, daemon, run workers, tests) resolves the same paths from the
-same variables, which is what lets them share one embedded Postgres server.
+Every process (CLI, Dagster webserver, daemon, run workers, tests) resolves the same values from the
+same variables, which is what lets them share one embedded Postgres and FalkorDB server. `current()`
+reads the environment when called; the few values Dagster needs while definitions are imported
+(retry policy, batch size, the model in `chunk_embeddings`' code version) are read then, once.
+Secrets (passwords, API keys) are never read here: the Definitions pass them as `EnvVar`s.
 """
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import EnvVar
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_LIBRARY_DIR = PROJECT_ROOT / "data" / "sample_books"
 
 STATE_DIR_ENV = "CORPUS_STATE_DIR"
 LIBRARY_DIR_ENV = "CORPUS_LIBRARY_DIR"
 DATABASE_URL_ENV = "DATABASE_URL"
 DAGSTER_PG_URL_ENV = "CORPUS_DAGSTER_PG_URL"
-
-SAMPLE_LIBRARY_DIR = PROJECT_ROOT / "data" / "sample_books"
-
-
-def state_dir() -> Path:
-    """The folder holding the embedded servers' data and per-book artifacts (default `.corpus/`)."""
-    return Path(os.environ.get(STATE_DIR_ENV) or PROJECT_ROOT / ".corpus").resolve()
+QDRANT_URL_ENV, QDRANT_API_KEY_ENV = "QDRANT_URL", "QDRANT_API_KEY"
+NEO4J_URI_ENV, NEO4J_USER_ENV, NEO4J_PASSWORD_ENV = "NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD"
+MODEL_ENV = "CORPUS_EMBEDDING_MODEL"
+MAX_BOOK_MB_ENV = "CORPUS_MAX_BOOK_MB"
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def library_dir() -> Path:
-    """The folder of book files to ingest (default: the sample books shipped with the project)."""
-    return Path(os.environ.get(LIBRARY_DIR_ENV) or SAMPLE_LIBRARY_DIR).resolve()
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
 
 
-def env_or_none(name: str) -> EnvVar | None:
-    """`EnvVar(name)` when the variable is set (resolved at run time, never logged), else None.
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    library_dir: Path
+    database_url: str | None  # unset: the embedded Postgres
+    dagster_pg_url: str | None  # unset: derived from the corpus database (resources.postgres)
+    qdrant_url: str | None  # unset: embedded Qdrant in the state folder
+    neo4j_uri: str | None  # unset: embedded FalkorDB in the state folder
+    neo4j_user: str
+    embedding_model: str
+    books_per_run: int  # books per run in backfills, `corpus ingest` and sensor runs
+    postgres_workers: int  # books a Postgres-bound stage writes side by side
+    store_retries: int
+    store_retry_delay: float
+    ef_search: int  # pgvector hnsw.ef_search for search and the recall check
+    min_recall: float  # the ann_recall check's threshold
+    max_book_mb: float  # largest book file accepted
+    pg_pool_size: int
+    pg_pool_timeout: float
+    falkordb_start_timeout: float
 
-    Unset means "use the embedded default" for the store URLs, which a bare EnvVar cannot say.
-    """
-    return EnvVar(name) if os.environ.get(name) else None
+
+def current() -> Settings:
+    """The settings as the environment gives them now."""
+    return Settings(
+        state_dir=Path(_env(STATE_DIR_ENV) or PROJECT_ROOT / ".corpus").resolve(),
+        library_dir=Path(_env(LIBRARY_DIR_ENV) or SAMPLE_LIBRARY_DIR).resolve(),
+        database_url=_env(DATABASE_URL_ENV),
+        dagster_pg_url=_env(DAGSTER_PG_URL_ENV),
+        qdrant_url=_env(QDRANT_URL_ENV),
+        neo4j_uri=_env(NEO4J_URI_ENV),
+        neo4j_user=_env(NEO4J_USER_ENV) or "neo4j",
+        embedding_model=_env(MODEL_ENV) or DEFAULT_MODEL,
+        books_per_run=int(_env("CORPUS_BOOKS_PER_RUN") or 20),
+        postgres_workers=int(_env("CORPUS_POSTGRES_WORKERS") or 2),
+        store_retries=int(_env("CORPUS_STORE_RETRIES") or 4),
+        store_retry_delay=float(_env("CORPUS_STORE_RETRY_DELAY") or 2),
+        ef_search=int(_env("CORPUS_EF_SEARCH") or 100),
+        min_recall=float(_env("CORPUS_MIN_RECALL") or 0.95),
+        max_book_mb=float(_env(MAX_BOOK_MB_ENV) or 64),
+        pg_pool_size=int(_env("CORPUS_PG_POOL_SIZE") or 4),
+        pg_pool_timeout=float(_env("CORPUS_PG_POOL_TIMEOUT") or 10),
+        falkordb_start_timeout=float(_env("CORPUS_FALKORDB_START_TIMEOUT") or 600),
+    )
+
+
+def secret(name: str) -> EnvVar | None:
+    """`EnvVar(name)` when the variable is set (resolved at run time, never logged), else None."""
+    return EnvVar(name) if _env(name) else None

@@ -12,10 +12,9 @@ from dagster import (
     op,
     schedule,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from corpus_assets.batches import partition_ranges, range_tags
 from corpus_assets.partitions import books_partitions
-from corpus_assets.runs import partition_ranges
 from resources.postgres import PostgresResource
 
 # Checks are cheap next to ingest (a few queries per book), so a run covers many books.
@@ -24,7 +23,6 @@ BOOKS_PER_CHECK_RUN = 500
 check_all_books = define_asset_job(
     "check_all_books",
     selection=AssetSelection.all_asset_checks(),
-    partitions_def=books_partitions,
     description="Every asset check on the selected books, without re-materializing anything.",
 )
 
@@ -36,7 +34,7 @@ def nightly_checks(context: ScheduleEvaluationContext):
     if not books:
         return SkipReason("no books registered yet")
     return [
-        RunRequest(tags={ASSET_PARTITION_RANGE_START_TAG: batch[0], ASSET_PARTITION_RANGE_END_TAG: batch[-1]})
+        RunRequest(tags=range_tags(batch))
         for batch in partition_ranges(books, books, BOOKS_PER_CHECK_RUN)
     ]
 
@@ -44,16 +42,11 @@ def nightly_checks(context: ScheduleEvaluationContext):
 @op
 def vacuum_analyze_and_reindex(context: OpExecutionContext, postgres: PostgresResource) -> None:
     """Refresh planner statistics after large loads and rebuild an HNSW index a crash left invalid."""
-    with postgres.connect() as conn:  # autocommit: VACUUM and REINDEX CONCURRENTLY cannot run in a transaction
-        conn.execute("VACUUM (ANALYZE) books, chunks")
-        invalid = conn.execute(
-            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "JOIN pg_class t ON t.oid = i.indrelid WHERE t.relname = 'chunks' AND NOT i.indisvalid"
-        ).fetchall()
-        for (name,) in invalid:
-            context.log.warning(f"index {name} is invalid; rebuilding it")
-            conn.execute(f'REINDEX INDEX CONCURRENTLY "{name}"')  # name read from the catalog, not from input
-        context.log.info(f"VACUUM ANALYZE done; {len(invalid)} invalid indexes rebuilt")
+    with postgres.db() as db:
+        rebuilt = db.vacuum_and_reindex()
+    for name in rebuilt:
+        context.log.warning(f"index {name} was invalid; rebuilt it")
+    context.log.info(f"VACUUM ANALYZE done; {len(rebuilt)} invalid indexes rebuilt")
 
 
 @job(description="VACUUM ANALYZE the corpus tables and rebuild invalid indexes.")

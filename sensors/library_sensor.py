@@ -20,12 +20,11 @@ from dagster import (
     SensorResult,
     sensor,
 )
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
+from corpus_assets.batches import books_of_run, ensure_pools, partition_ranges, range_tags, reap_dead_runs
 from corpus_assets.jobs import ingest_books
 from corpus_assets.partitions import BOOKS_PER_RUN, books_partitions
 from corpus_assets.removal import remove_books
-from corpus_assets.runs import books_of_run, ensure_pools, partition_ranges, reap_dead_runs
 from resources.library import BookLibrary
 from resources.postgres import PostgresResource
 
@@ -57,11 +56,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def stored_hashes(postgres: PostgresResource) -> dict[str, str]:
-    with postgres.connect() as conn:
-        return dict(conn.execute("SELECT id, content_sha256 FROM books"))
-
-
 @sensor(
     jobs=[ingest_books, remove_books],
     minimum_interval_seconds=30,
@@ -72,7 +66,8 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
     started = time.monotonic()
     cursor = LibraryCursor.load(context.cursor)
     files = library.books()
-    stored = stored_hashes(postgres)
+    with postgres.db() as db:
+        stored = db.book_hashes()
     partitions = context.instance.get_dynamic_partitions(books_partitions.name)
     ensure_pools(context.instance)  # before the runs it requests start side by side
     for run in reap_dead_runs(context.instance):
@@ -105,7 +100,7 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
         RunRequest(
             job_name=ingest_books.name,
             run_key=f"ingest:{books[0]}..{books[-1]}:{_digest(current[b][2] for b in books)}",
-            tags={ASSET_PARTITION_RANGE_START_TAG: books[0], ASSET_PARTITION_RANGE_END_TAG: books[-1]},
+            tags=range_tags(books),
         )
         for books in runs
     ]

@@ -14,17 +14,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from dagster import materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from contextlib import contextmanager
 
+from dagster import build_resources, materialize
+
+from corpus_assets.batches import range_tags
 from corpus_assets.registration import register_books
-from resources import embedded_falkordb, embedded_postgres
 from resources.artifacts import BookArtifactIOManager
 from resources.embedding import EmbeddingModel
-from resources.graph import GraphResource
+from resources.graph import FalkorDBResource, falkordb_server
 from resources.library import BookLibrary
-from resources.postgres import PostgresResource, close_pools
-from resources.qdrant import QdrantResource
+from resources.postgres import PostgresResource, embedded, migrate
+from resources.qdrant import QdrantLocalResource
 from resources.settings import PROJECT_ROOT, SAMPLE_LIBRARY_DIR
 
 SHARED_BOOKS = PROJECT_ROOT.parent / "shared" / "corpus" / "dev"
@@ -53,38 +54,55 @@ def state_dir(tmp_path_factory) -> Iterator[Path]:
         # Registered first with cleanup_mode="delete": ensure_server() then reuses this handle.
         server_package.get_server(state / "postgres", cleanup_mode="delete")
     yield state
-    embedded_falkordb.stop_server(state / "falkordb")
+    falkordb_server.stop_server(state / "falkordb")
 
 
 @pytest.fixture(scope="session")
 def pg_socket(state_dir) -> Path:
-    return embedded_postgres.ensure_server(state_dir / "postgres")
+    return embedded.ensure_server(state_dir / "postgres")
 
 
 @pytest.fixture
-def database_url(pg_socket) -> str:
-    """A new, empty database on the session's server, dropped after the test."""
+def empty_database_url(pg_socket) -> str:
+    """A new, empty database on the session's server (never migrated), dropped after the test."""
     name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = embedded_postgres.url(pg_socket, "postgres")
+    admin = embedded.url(pg_socket, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = embedded_postgres.url(pg_socket, name)
-    yield url
-    close_pools(url)
+    yield embedded.url(pg_socket, name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
-def graph(state_dir) -> GraphResource:
-    """A graph of its own on the session's embedded FalkorDB server."""
-    return GraphResource(graph_name=f"test_{uuid.uuid4().hex[:12]}")
+def database_url(empty_database_url) -> str:
+    """A new database on the session's server, migrated to the schema head, dropped after the test."""
+    migrate(empty_database_url)
+    return empty_database_url
+
+
+@contextmanager
+def _opened(resource):
+    with build_resources({"resource": resource}) as built:
+        yield built.resource
 
 
 @pytest.fixture
-def qdrant(tmp_path) -> QdrantResource:
-    """Qdrant local mode, on disk in a folder of the test's own."""
-    return QdrantResource(path=str(tmp_path / "qdrant"))
+def opened():
+    """`with opened(resource) as r:` a resource set up for use outside a run (pools open), torn down after."""
+    return _opened
+
+
+@pytest.fixture
+def graph(state_dir) -> FalkorDBResource:
+    """A graph of its own on the session's embedded FalkorDB server."""
+    return FalkorDBResource(graph_name=f"test_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture
+def qdrant(tmp_path) -> QdrantLocalResource:
+    """Qdrant's embedded backend, on disk in a folder of the test's own."""
+    return QdrantLocalResource(path=str(tmp_path / "qdrant"))
 
 
 WALLPAPER = "1952_the-yellow-wallpaper"
@@ -116,8 +134,8 @@ def materialize_books():
 
     def run(assets, instance, resources, book_ids, **kwargs):
         register_books(instance, resources["library"])
-        tags = {ASSET_PARTITION_RANGE_START_TAG: book_ids[0], ASSET_PARTITION_RANGE_END_TAG: book_ids[-1]}
-        return materialize(assets, instance=instance, resources=resources, tags=tags, raise_on_error=False, **kwargs)
+        return materialize(assets, instance=instance, resources=resources, tags=range_tags(list(book_ids)),
+                           raise_on_error=False, **kwargs)
 
     return run
 

@@ -16,9 +16,10 @@ from corpus_assets.assets.embeddings import chunk_embeddings
 from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
+from corpus_assets.batches import RANGE_START_TAG
 from corpus_assets.books.library import book_id_for
 from corpus_assets.registration import register_books
-from corpus_assets.runs import failure_reason
+from corpus_cli.runs import failure_reason
 from resources.library import BookLibrary
 from sensors.library_sensor import library_sensor
 
@@ -142,5 +143,6 @@ def test_a_file_changed_during_its_run_is_stored_as_first_read_and_the_sensor_ru
     book, texts = stored_book(database_url, WALLPAPER)
     assert book["content_sha256"] == hashlib.sha256(first_read).hexdigest()  # one consistent version
     assert any("John " in t for t in texts) and not any("Jonathan" in t for t in texts)
-    tick = library_sensor(build_sensor_context(instance=instance, resources=book_resources))
-    assert [r.tags["dagster/asset_partition_range_start"] for r in tick.run_requests] == [WALLPAPER]
+    with build_sensor_context(instance=instance, resources=book_resources) as context:
+        tick = library_sensor(context)
+    assert [r.tags[RANGE_START_TAG] for r in tick.run_requests] == [WALLPAPER]

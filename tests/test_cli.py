@@ -10,10 +10,9 @@ import psycopg
 import pytest
 
 from corpus_assets.checks import graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
-from resources import embedded_falkordb
-from resources.graph import GraphResource
+from resources.graph import FalkorDBResource, falkordb_server
 from resources.postgres import PostgresResource
-from resources.qdrant import QdrantResource
+from resources.qdrant import QdrantLocalResource
 from resources.settings import SAMPLE_LIBRARY_DIR
 
 BOOK = "1952_the-yellow-wallpaper"
@@ -37,7 +36,7 @@ def run_cli(tmp_path, database_url):
         return subprocess.run([corpus, *args], env=env, capture_output=True, text=True, timeout=600)
 
     yield run
-    embedded_falkordb.stop_server(tmp_path / "state" / "falkordb")  # the CLI left it running for others
+    falkordb_server.stop_server(tmp_path / "state" / "falkordb")  # the CLI left it running for others
 
 
 def test_ingest_status_and_search(run_cli, database_url):
@@ -87,7 +86,7 @@ KILLED_WRITES = {"pgvector_chunks": "chunks", "book_graph": "graph", "qdrant_poi
 
 
 def test_ingests_killed_inside_each_store_write_are_resumed_and_every_store_converges(
-    run_cli, tmp_path, database_url, monkeypatch, blocked_store_write
+    run_cli, tmp_path, database_url, monkeypatch, blocked_store_write, opened
 ):
     """SIGKILL while Postgres's transaction is open, after the graph's writes, after Qdrant's upsert.
 
@@ -101,8 +100,28 @@ def test_ingests_killed_inside_each_store_write_are_resumed_and_every_store_conv
     env = {**os.environ, "DATABASE_URL": database_url, "CORPUS_STATE_DIR": str(tmp_path / "state"),
            "CORPUS_LIBRARY_DIR": str(tmp_path / "library")}
     monkeypatch.setenv("CORPUS_STATE_DIR", str(tmp_path / "state"))  # the CLI's Qdrant folder and graph server
-    postgres, qdrant, graph = PostgresResource(database_url=database_url), QdrantResource(), GraphResource()
+    qdrant, graph = QdrantLocalResource(), FalkorDBResource()
+    with opened(PostgresResource(database_url=database_url)) as postgres:
+        _kill_inside_each_store_write(corpus, env, database_url, blocked_store_write, postgres, graph)
 
+    resumed = run_cli("ingest")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "had died (its process is gone): marked failed" in resumed.stdout  # its pool slots are free again
+
+    with opened(PostgresResource(database_url=database_url)) as postgres:
+        in_postgres = postgres_chunk_ids(postgres, BOOK)
+    assert in_postgres and in_postgres == qdrant_chunk_ids(qdrant, BOOK) == graph_chunk_ids(graph, BOOK)
+    with psycopg.connect(database_url) as conn:  # the edited version, once: no duplicates or orphans anywhere
+        texts = [row[0] for row in conn.execute("SELECT text FROM chunks WHERE book_id = %s", (BOOK,))]
+        assert any("Jonathan" in text for text in texts) and not any("John " in text for text in texts)
+        assert conn.execute("SELECT count(*), count(DISTINCT id) FROM chunks").fetchone() == (len(in_postgres),) * 2
+    with qdrant.open() as collection:
+        assert collection.count() == len(in_postgres)
+    with graph.session() as session:
+        assert sum(session.chunk_counts().values()) == len(in_postgres)
+
+
+def _kill_inside_each_store_write(corpus, env, database_url, blocked_store_write, postgres, graph) -> None:
     for step, record in KILLED_WRITES.items():
         with psycopg.connect(database_url) as holder:  # a transaction, open until the kill
             assert holder.execute("SELECT 1 FROM book_sync WHERE book_id = %s AND target = %s FOR UPDATE",
@@ -120,21 +139,6 @@ def test_ingests_killed_inside_each_store_write_are_resumed_and_every_store_conv
             if step == "book_graph":  # the new version was in the graph, not yet recorded as such
                 assert graph_chunk_ids(graph, BOOK) == postgres_chunk_ids(postgres, BOOK)
             holder.rollback()
-
-    resumed = run_cli("ingest")
-    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "had died (its process is gone): marked failed" in resumed.stdout  # its pool slots are free again
-
-    in_postgres = postgres_chunk_ids(postgres, BOOK)
-    assert in_postgres and in_postgres == qdrant_chunk_ids(qdrant, BOOK) == graph_chunk_ids(graph, BOOK)
-    with psycopg.connect(database_url) as conn:  # the edited version, once: no duplicates or orphans anywhere
-        texts = [row[0] for row in conn.execute("SELECT text FROM chunks WHERE book_id = %s", (BOOK,))]
-        assert any("Jonathan" in text for text in texts) and not any("John " in text for text in texts)
-        assert conn.execute("SELECT count(*), count(DISTINCT id) FROM chunks").fetchone() == (len(in_postgres),) * 2
-    with qdrant.client() as client:
-        assert client.count(qdrant.collection, exact=True).count == len(in_postgres)
-    with graph.session() as session:
-        assert session.run("MATCH (c:Chunk) RETURN count(c) AS n")[0]["n"] == len(in_postgres)
 
 
 def _running_step(database_url) -> str:

@@ -62,7 +62,7 @@ def test_definitions_load_and_point_at_the_servers_under_a_production_environmen
     assert configured.returncode == 0, configured.stderr
     # EnvVars show their names: the values are resolved when a run starts, never baked in.
     for field, name in [("database_url", "DATABASE_URL"), ("url", "QDRANT_URL"), ("api_key", "QDRANT_API_KEY"),
-                        ("neo4j_uri", "NEO4J_URI"), ("neo4j_password", "NEO4J_PASSWORD")]:
+                        ("uri", "NEO4J_URI"), ("password", "NEO4J_PASSWORD")]:
         assert f"{field}='{name}'" in configured.stdout, configured.stdout
     assert "secret" not in configured.stdout
     assert not (tmp_path / "state" / "postgres").exists()  # no embedded server was started

@@ -4,7 +4,7 @@ import time
 
 import psycopg
 
-from resources import embedded_postgres
+from resources.postgres import embedded as embedded_postgres
 
 
 def select_one(socket_dir):

@@ -5,9 +5,8 @@ from types import SimpleNamespace
 
 import psycopg
 import pytest
-from dagster import AssetSelection, build_schedule_context, instance_for_test, materialize
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from qdrant_client import models
+from dagster import AssetSelection, build_resources, build_schedule_context, instance_for_test, materialize
+from qdrant_client import QdrantClient, models
 
 from corpus_assets.assets.chunks import book_chunks
 from corpus_assets.assets.embeddings import chunk_embeddings
@@ -16,11 +15,13 @@ from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.qdrant import qdrant_points
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
+from corpus_assets.batches import RANGE_END_TAG, RANGE_START_TAG
 from corpus_assets.checks import book_checks, graph_chunk_ids, hnsw_index_is_valid, postgres_chunk_ids, qdrant_chunk_ids
 from corpus_assets.repair import repair_stores
-from corpus_assets.search import expand, search_chunks, search_qdrant
+from corpus_cli.search import expand, search_chunks, search_qdrant
 from resources.embedding import EmbeddingModel
-from resources.qdrant import point_id
+from resources.graph import falkordb_server
+from resources.qdrant.collection import point_id
 from resources.settings import SAMPLE_LIBRARY_DIR
 from schedules.upkeep import maintain_postgres, nightly_checks
 
@@ -33,38 +34,49 @@ ALICE = "11_alices-adventures-in-wonderland"
 @pytest.fixture
 def stores(book_resources, materialize_books, qdrant, graph):
     # Persistent (SQLite in a temp folder): schedule contexts need an instance they can reference.
-    with instance_for_test() as instance:
-        yield _stores(instance, book_resources, materialize_books, qdrant, graph)
+    # `live`: the same stores opened for the test's own reads (runs open their own).
+    with instance_for_test() as instance, build_resources(
+        {"postgres": book_resources["postgres"], "qdrant": qdrant, "graph": graph}
+    ) as live:
+        yield _stores(instance, book_resources, materialize_books, qdrant, graph, live)
 
 
-def _stores(instance, book_resources, materialize_books, qdrant, graph):
+def _stores(instance, book_resources, materialize_books, qdrant, graph, live):
     resources = {**book_resources, "qdrant": qdrant, "graph": graph}
 
     def ingest(*book_ids, selection=None):
         return materialize_books([*ASSETS, *book_checks], instance, resources, book_ids, selection=selection)
 
     def ids(book_id):
-        return (postgres_chunk_ids(resources["postgres"], book_id), qdrant_chunk_ids(qdrant, book_id),
-                graph_chunk_ids(graph, book_id))
+        return (postgres_chunk_ids(live.postgres, book_id), qdrant_chunk_ids(live.qdrant, book_id),
+                graph_chunk_ids(live.graph, book_id))
 
     def graph_counts(book_id):
-        with graph.session() as session:
-            return session.run(
-                """
-                MATCH (b:Book {id: $book_id})
-                OPTIONAL MATCH (b)-[:HAS_CHAPTER]->(ch:Chapter)
-                WITH b, count(ch) AS chapters
-                OPTIONAL MATCH (c:Chunk {book_id: $book_id})-[n:NEXT]->()
-                WITH b, chapters, count(n) AS next_edges
-                OPTIONAL MATCH (:Chunk)-[p:PART_OF]->(b)
-                RETURN chapters, next_edges, count(p) AS part_of
-                """,
-                {"book_id": book_id},
-            )[0]
+        with live.graph.session() as session:
+            return session.structure_counts(book_id)
 
     # A namespace, not a class: resources set as class attributes turn into descriptors.
     return SimpleNamespace(postgres=resources["postgres"], qdrant=qdrant, graph=graph, ingest=ingest, ids=ids,
-                           graph_counts=graph_counts, instance=instance, resources=resources)
+                           graph_counts=graph_counts, instance=instance, resources=resources, live=live)
+
+
+def raw_cypher(stores, cypher, params=None):
+    """Cypher straight to the test's graph, bypassing the store layer (to break it, or to look)."""
+    import falkordb
+
+    socket = falkordb_server.ensure_server(stores.graph.server_folder(), 60)
+    db = falkordb.FalkorDB(unix_socket_path=str(socket))
+    try:
+        result = db.select_graph(stores.graph.graph_name).query(cypher, params or {})
+        names = [column[1] for column in result.header]
+        return [dict(zip(names, row, strict=True)) for row in result.result_set]
+    finally:
+        db.connection.close()
+
+
+def raw_qdrant(stores) -> QdrantClient:
+    """qdrant-client straight on the test's embedded Qdrant folder, bypassing the store layer."""
+    return QdrantClient(path=stores.qdrant.path)
 
 
 def evaluations(result):
@@ -87,8 +99,8 @@ def test_one_book_in_every_store_with_every_check_green(stores):
     assert again.success
     assert stores.ids(WALLPAPER) == (postgres_ids, qdrant_ids, graph_ids)
     assert stores.graph_counts(WALLPAPER) == counts
-    with stores.qdrant.client() as client:
-        assert client.count(stores.qdrant.collection, exact=True).count == len(postgres_ids)
+    with stores.live.qdrant.open() as collection:
+        assert collection.count() == len(postgres_ids)
     for store in ("pgvector_chunks", "qdrant_points", "book_graph", "similar_chunks"):
         assert materialization_metadata(again, store)["unchanged (not rewritten)"] is True, store
 
@@ -133,14 +145,14 @@ def test_an_edited_book_leaves_no_stale_chunks_anywhere(stores, library):
 
 def _delete_a_point(stores, book_id):
     chunk_id = sorted(stores.ids(book_id)[0])[0]
-    with stores.qdrant.client() as client:
-        client.delete(stores.qdrant.collection, points_selector=models.PointIdsList(points=[point_id(chunk_id)]))
+    client = raw_qdrant(stores)
+    client.delete(stores.qdrant.collection, points_selector=models.PointIdsList(points=[point_id(chunk_id)]))
+    client.close()
 
 
 def _graph(cypher):
     def breaker(stores, book_id):
-        with stores.graph.session() as session:
-            session.run(cypher, {"book_id": book_id})
+        raw_cypher(stores, cypher, {"book_id": book_id})
     return breaker
 
 
@@ -186,10 +198,9 @@ def test_similar_edges_link_chunks_of_different_books(stores, library):
     shutil.copy(SAMPLE_LIBRARY_DIR / f"{ALICE}.txt", library)
     result = stores.ingest(ALICE, WALLPAPER)
     assert result.success
-    with stores.graph.session() as session:
-        rows = session.run(
-            "MATCH (a:Chunk)-[s:SIMILAR]->(z:Chunk) RETURN a.book_id AS source, z.book_id AS target, s.score AS score"
-        )
+    rows = raw_cypher(
+        stores, "MATCH (a:Chunk)-[s:SIMILAR]->(z:Chunk) RETURN a.book_id AS source, z.book_id AS target, s.score AS score"
+    )
     assert {r["source"] for r in rows} == {ALICE, WALLPAPER}
     assert all(r["source"] != r["target"] and r["score"] >= 0.5 for r in rows)
     checks = evaluations(result)
@@ -201,7 +212,7 @@ def test_the_nightly_schedule_checks_every_book_without_rebuilding_it(stores):
     assert stores.ingest(WALLPAPER).success
     with build_schedule_context(instance=stores.instance) as context:
         requests = nightly_checks(context)
-    assert [(r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG]) for r in requests] == [
+    assert [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in requests] == [
         (WALLPAPER, WALLPAPER)
     ]
     result = materialize([*ASSETS, *book_checks], selection=AssetSelection.all_asset_checks(), tags=requests[0].tags,
@@ -228,13 +239,13 @@ def test_search_finds_a_famous_line_and_the_graph_gives_its_context(stores, libr
     assert stores.ingest(ALICE, WALLPAPER).success
     model = EmbeddingModel()
 
-    hits = search_chunks(stores.postgres, model, "the furious queen shouts that someone's head must be cut off", limit=3)
+    hits = search_chunks(stores.live.postgres, model, "the furious queen shouts that someone's head must be cut off", limit=3)
     assert any(h.book_id == ALICE and "Off with" in h.text for h in hits), [h.text[:80] for h in hits]
-    qdrant_hits = search_qdrant(stores.qdrant, stores.postgres, model, "the rabbit took a watch out of its waistcoat-pocket", limit=3)
+    qdrant_hits = search_qdrant(stores.live.qdrant, stores.live.postgres, model, "the rabbit took a watch out of its waistcoat-pocket", limit=3)
     assert any(h.book_id == ALICE and "waistcoat-pocket" in h.text for h in qdrant_hits), [h.text[:80] for h in qdrant_hits]
 
     top = hits[0]
-    context = expand(stores.graph, stores.postgres, [top], similar=3)[top.chunk_id]
+    context = expand(stores.live.graph, stores.live.postgres, [top], similar=3)[top.chunk_id]
     by_relation = {}
     for neighbour in context:
         by_relation.setdefault(neighbour.relation, []).append(neighbour.hit)
@@ -250,9 +261,10 @@ def test_repair_rewrites_drifted_books_from_postgres_alone_and_removes_orphans(s
     expected = stores.ids(WALLPAPER)
     _delete_a_point(stores, WALLPAPER)
     _graph("MATCH (c:Chunk {book_id: $book_id, ordinal: 3}) DETACH DELETE c")(stores, WALLPAPER)
-    with stores.qdrant.client() as client:  # a book only Qdrant and the graph hold (an interrupted removal)
-        client.upsert(stores.qdrant.collection, [models.PointStruct(
-            id=point_id("orphan-chunk"), vector=[1.0] + [0.0] * 383, payload={"book_id": "orphan", "chunk_id": "orphan-chunk"})])
+    client = raw_qdrant(stores)  # a book only Qdrant and the graph hold (an interrupted removal)
+    client.upsert(stores.qdrant.collection, [models.PointStruct(
+        id=point_id("orphan-chunk"), vector=[1.0] + [0.0] * 383, payload={"book_id": "orphan", "chunk_id": "orphan-chunk"})])
+    client.close()
     _graph("CREATE (:Book {id: $book_id})<-[:PART_OF]-(:Chunk {id: 'orphan-chunk', book_id: $book_id})")(stores, "orphan")
     failing = evaluations(stores.ingest(WALLPAPER, selection=AssetSelection.checks(*CHECK_KEYS)))
     assert "corpus repair 1952_the-yellow-wallpaper" in failing["qdrant_matches_postgres"].metadata["to repair"].value
@@ -263,8 +275,7 @@ def test_repair_rewrites_drifted_books_from_postgres_alone_and_removes_orphans(s
     assert result.success
     assert stores.ids(WALLPAPER) == expected
     assert stores.ids("orphan")[1:] == (set(), set())
-    with stores.graph.session() as session:
-        assert session.run("MATCH (b:Book {id: 'orphan'}) RETURN count(b) AS n")[0]["n"] == 0
+    assert raw_cypher(stores, "MATCH (b:Book {id: 'orphan'}) RETURN count(b) AS n")[0]["n"] == 0
     output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT").step_output_data.metadata
     assert (output["books rewritten"].value, output["orphans removed"].value) == (1, 1)
     checks = evaluations(stores.ingest(WALLPAPER, selection=AssetSelection.checks(*CHECK_KEYS)))

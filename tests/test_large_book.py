@@ -18,7 +18,7 @@ from dagster import DagsterInstance
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.books.decode import decode_book
 from corpus_assets.books.gutenberg import split_gutenberg
-from corpus_assets.runs import failure_reason
+from corpus_cli.runs import failure_reason
 from resources.library import BookLibrary
 from resources.settings import SAMPLE_LIBRARY_DIR
 
@@ -34,7 +34,7 @@ _RUN = textwrap.dedent("""
     from corpus_assets.assets.raw import raw_books
     from corpus_assets.assets.text import book_text
     from corpus_assets.registration import register_books
-    from corpus_assets.runs import failure_reason
+    from corpus_cli.runs import failure_reason
     from resources.artifacts import BookArtifactIOManager
     from resources.embedding import EmbeddingModel
     from resources.library import BookLibrary

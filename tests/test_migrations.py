@@ -4,7 +4,12 @@ import sys
 
 import psycopg
 
-from resources.postgres import migrate
+import pytest
+from dagster import DagsterInstance
+
+from corpus_assets.jobs import migrate_corpus_db
+from resources.errors import SchemaOutOfDate
+from resources.postgres import PostgresResource, head_revision, migrate
 from resources.settings import PROJECT_ROOT
 
 
@@ -53,3 +58,36 @@ def test_alembic_command_line_upgrades_and_downgrades(database_url):
     assert not {"books", "chunks"} & tables(database_url)
     alembic(database_url, "upgrade", "head")  # and back up again from base
     assert {"books", "chunks"} <= tables(database_url)
+
+
+def test_an_unmigrated_database_is_refused_until_the_migrate_job_runs(empty_database_url, opened):
+    postgres = PostgresResource(database_url=empty_database_url)
+    with opened(postgres) as ready, pytest.raises(SchemaOutOfDate, match="revision none.*run `corpus migrate`"):
+        with ready.db():
+            pass
+    assert "books" not in tables(empty_database_url)  # connecting changed nothing
+
+    result = migrate_corpus_db.execute_in_process(resources={"postgres": postgres},
+                                                  instance=DagsterInstance.ephemeral())
+    assert result.success
+    assert {"books", "chunks", "book_sync"} <= tables(empty_database_url)
+    with opened(postgres) as ready, ready.db() as db:
+        assert db.book_ids() == []
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("SELECT version_num FROM corpus_alembic_version").fetchone()[0] == head_revision()
+
+
+def test_the_cli_names_the_migration_step_in_one_line(empty_database_url, tmp_path):
+    corpus = os.path.join(os.path.dirname(sys.executable), "corpus")
+    env = {**os.environ, "DATABASE_URL": empty_database_url, "CORPUS_STATE_DIR": str(tmp_path / "state"),
+           "COLUMNS": "300"}
+    refused = subprocess.run([corpus, "status"], env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2
+    output = refused.stdout + refused.stderr
+    assert "Traceback" not in output
+    assert "run `corpus migrate`" in output and len(output.strip().splitlines()) == 1, output
+
+    migrated = subprocess.run([corpus, "migrate"], env=env, capture_output=True, text=True, timeout=300)
+    assert migrated.returncode == 0 and f"revision {head_revision()}" in migrated.stdout
+    status = subprocess.run([corpus, "status"], env=env, capture_output=True, text=True, timeout=300)
+    assert status.returncode == 0, status.stdout + status.stderr

@@ -12,10 +12,9 @@ from corpus_assets.assets.embeddings import chunk_embeddings
 from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
-from corpus_assets.search import search_chunks
+from corpus_cli.search import search_chunks
 from resources.embedding import EmbeddingModel
 from resources.library import BookLibrary
-from resources.postgres import PostgresResource
 from resources.settings import SAMPLE_LIBRARY_DIR as SAMPLE_BOOKS
 
 ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks]
@@ -37,7 +36,7 @@ def pipeline(book_resources, materialize_books):
 
 
 def chunk_rows(database_url, book_id):
-    with PostgresResource(database_url=database_url).connect() as conn:
+    with psycopg.connect(database_url) as conn:
         # Norms rounded: a text re-embedded in another batch can differ in the last float bits.
         return conn.execute(
             "SELECT id, ordinal, vector_dims(embedding), round(vector_norm(embedding)::numeric, 5), model FROM chunks "
@@ -139,7 +138,7 @@ def test_a_bad_file_fails_its_book_and_stores_nothing(pipeline, library, databas
     assert chunk_rows(database_url, WALLPAPER) == before
 
 
-def test_a_batched_run_ingests_several_books_and_search_finds_them(pipeline, library, database_url):
+def test_a_batched_run_ingests_several_books_and_search_finds_them(pipeline, library, database_url, opened):
     shutil.copy(SAMPLE_BOOKS / f"{ALICE}.txt", library)
     result = pipeline(ALICE, WALLPAPER)  # one run, one step per stage, both books
     assert result.success
@@ -148,9 +147,10 @@ def test_a_batched_run_ingests_several_books_and_search_finds_them(pipeline, lib
         assert latest_metadata(pipeline.instance, "chunk_embeddings", book_id)["books in run"] == 2
         assert latest_record(pipeline.instance, "pgvector_chunks", book_id).run_id == result.run_id
 
-    hits = search_chunks(pipeline.postgres, EmbeddingModel(), "she fell down the rabbit hole", limit=3)
+    with opened(pipeline.postgres) as postgres:
+        hits = search_chunks(postgres, EmbeddingModel(), "she fell down the rabbit hole", limit=3)
+        filtered = search_chunks(postgres, EmbeddingModel(), "she fell down", limit=10, book_id=WALLPAPER)
     assert hits[0].book_id == ALICE and "rabbit" in hits[0].text.lower()
-    filtered = search_chunks(pipeline.postgres, EmbeddingModel(), "she fell down", limit=10, book_id=WALLPAPER)
     assert len(filtered) == 10 and {h.book_id for h in filtered} == {WALLPAPER}
 
 

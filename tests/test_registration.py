@@ -5,7 +5,7 @@ from dagster import DagsterInstance
 
 from corpus_assets.definitions import defs
 from corpus_assets.partitions import books_partitions
-from corpus_assets.runs import partition_ranges
+from corpus_assets.batches import partition_ranges
 from resources.library import BookLibrary
 from resources.settings import SAMPLE_LIBRARY_DIR
 

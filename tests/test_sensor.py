@@ -10,6 +10,7 @@ from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.qdrant import qdrant_points
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
+from corpus_assets.batches import RANGE_END_TAG, RANGE_START_TAG
 from corpus_assets.checks import graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
 from corpus_assets.partitions import books_partitions
 from corpus_assets.removal import remove_books
@@ -20,14 +21,14 @@ WALLPAPER = "1952_the-yellow-wallpaper"
 
 
 @pytest.fixture
-def world(book_resources, qdrant, graph):
+def world(book_resources, qdrant, graph, opened):
     instance = DagsterInstance.ephemeral()
     resources = {**book_resources, "qdrant": qdrant, "graph": graph}
     state = {"cursor": None}
 
     def tick():
-        context = build_sensor_context(instance=instance, cursor=state["cursor"], resources=resources)
-        result = library_sensor(context)
+        with build_sensor_context(instance=instance, cursor=state["cursor"], resources=resources) as context:
+            result = library_sensor(context)
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         state["cursor"] = result.cursor
@@ -41,15 +42,15 @@ def world(book_resources, qdrant, graph):
         return materialize(ASSETS, instance=instance, resources=resources, tags=request.tags, raise_on_error=False)
 
     def ids(book_id):
-        return (postgres_chunk_ids(resources["postgres"], book_id), qdrant_chunk_ids(qdrant, book_id),
-                graph_chunk_ids(graph, book_id))
+        with opened(resources["postgres"]) as postgres:
+            return (postgres_chunk_ids(postgres, book_id), qdrant_chunk_ids(qdrant, book_id),
+                    graph_chunk_ids(graph, book_id))
 
     return instance, tick, run, ids
 
 
 def ranges(result):
-    return [(r.tags.get("dagster/asset_partition_range_start"), r.tags.get("dagster/asset_partition_range_end"))
-            for r in result.run_requests]
+    return [(r.tags.get(RANGE_START_TAG), r.tags.get(RANGE_END_TAG)) for r in result.run_requests]
 
 
 def test_new_unchanged_changed_and_removed_books(world, library):
@@ -89,7 +90,7 @@ def test_a_failing_book_is_not_requested_again_until_its_file_changes(world, lib
     instance, tick, run, _ = world
     (library / "zz-broken.txt").write_bytes(b"\x00\x01" * 100)
     first = tick()
-    broken_runs = [r for r in first.run_requests if r.tags["dagster/asset_partition_range_end"] == "zz-broken"]
+    broken_runs = [r for r in first.run_requests if r.tags[RANGE_END_TAG] == "zz-broken"]
     assert broken_runs and not run(broken_runs[0]).success
     assert tick().run_requests == []
     (library / "zz-broken.txt").write_text("Now it is text.\n", encoding="utf-8")

@@ -1,70 +1,77 @@
 """Run one stage over every book of a (possibly batched) run, isolating each book's errors."""
 
-import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy
 
 from corpus_assets.books.errors import BookError
+from resources import settings
 
 T = TypeVar("T")
+Metadata = Mapping[str, Any]
 
+_SETTINGS = settings.current()
 # Books a Postgres-bound stage works on side by side: the work runs in the server (HNSW inserts
 # and searches, one core per connection), so two books at once use both cores of a small machine
 # while this process mostly waits. Each needs one pooled connection (`CORPUS_PG_POOL_SIZE`).
-POSTGRES_WORKERS = int(os.environ.get("CORPUS_POSTGRES_WORKERS", "2"))
+POSTGRES_WORKERS = _SETTINGS.postgres_workers
 
 # Stages that talk to a store retry a failed step with exponential backoff (by default about 2, 4,
 # 8, 16 s): a server restart or a dropped connection is survived, a store that stays down fails the
 # step after ~30 s with its error. Bad input (`BookError`) is never retried.
 STORE_RETRY = RetryPolicy(
-    max_retries=int(os.environ.get("CORPUS_STORE_RETRIES", "4")),
-    delay=float(os.environ.get("CORPUS_STORE_RETRY_DELAY", "2")),
+    max_retries=_SETTINGS.store_retries,
+    delay=_SETTINGS.store_retry_delay,
     backoff=Backoff.EXPONENTIAL,
     jitter=Jitter.PLUS_MINUS,
 )
 
 
 def for_each_book(
-    context: AssetExecutionContext, book_ids: Iterable[str], process: Callable[[str], T], workers: int = 1
+    context: AssetExecutionContext,
+    book_ids: Iterable[str],
+    process: Callable[[str], tuple[T, Metadata]],
+    workers: int = 1,
 ) -> dict[str, T]:
-    """`process` every book, `workers` books at a time (threads); if any fail, raise one `Failure`
-    naming each book and its problem.
+    """`process` every book, `workers` books at a time (threads); record each book's metadata on its
+    partition; if any fail, raise one `Failure` naming each book and its problem.
 
-    All books are tried before failing, so one bad file reports every bad file of its batch at once.
-    The failure is retried (`STORE_RETRY`) only if some book failed for another reason than bad input.
+    `process` returns (value, metadata). Metadata is recorded here, from the step's own thread:
+    Dagster's metadata store is not thread-safe. All books are tried before failing, so one bad file
+    reports every bad file of its batch at once. The failure is retried (`STORE_RETRY`) only if some
+    book failed for another reason than bad input.
     """
     stage = context.assets_def.key.to_user_string()
     results: dict[str, T] = {}
     problems: dict[str, str] = {}
     retryable = False
 
-    def attempt(book_id: str) -> tuple[str, T | None, str | None, bool]:
+    def attempt(book_id: str) -> tuple[str, tuple[T, Metadata] | None, str | None, bool]:
         try:
             return book_id, process(book_id), None, False
         except BookError as error:
-            problem, retry = str(error), False
+            return book_id, None, str(error), False
         except Exception as error:  # noqa: BLE001 - reported per book below, with its type
-            problem, retry = f"{type(error).__name__}: {error}", True
-        context.log.error(f"book {book_id!r}: {stage} failed: {problem}")
-        return book_id, None, problem, retry
+            return book_id, None, f"{type(error).__name__}: {error}", True
 
     if workers > 1:
         with ThreadPoolExecutor(workers, thread_name_prefix=stage) as executor:
             outcomes = list(executor.map(attempt, book_ids))
     else:
         outcomes = map(attempt, book_ids)
-    for book_id, result, problem, retry in outcomes:
+    for book_id, outcome, problem, retry in outcomes:
         if problem is None:
-            results[book_id] = result
+            results[book_id], metadata = outcome
+            context.add_asset_metadata(dict(metadata), partition_key=book_id)
         else:
+            context.log.error(f"book {book_id!r}: {stage} failed: {problem}")
             problems[book_id] = problem
             retryable = retryable or retry
     if problems:
         listing = "; ".join(f"{book}: {problem}" for book, problem in problems.items())
-        rows = "\n".join(f"| {book} | {problem} |" for book, problem in problems.items())
+        rows = "\n".join(f"| {book} | {md_cell(problem, 300)} |" for book, problem in problems.items())
         raise Failure(
             description=f"{len(problems)} of {len(results) + len(problems)} books failed in {stage}: {listing}",
             metadata={"failed books": MetadataValue.md(f"| book | problem |\n|---|---|\n{rows}")},

@@ -9,21 +9,16 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 
 from dagster import AssetExecutionContext, MetadataValue
-from psycopg import Connection
 
 from corpus_assets.assets._per_book import STORE_RETRY, for_each_book, md_cell
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import CHUNKER_VERSION, OVERLAP, Chunk, chunk_book_timed
 from corpus_assets.books.errors import BookError
 from corpus_assets.partitions import book_asset
-from corpus_assets.sync import fingerprint, recorded
+from corpus_assets.sync import fingerprint
 from resources.embedding import EmbeddingModel, token_counter
 from resources.postgres import PostgresResource
-
-_STORED_CHUNKS = """
-SELECT id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, char_end, content_sha256
-FROM chunks WHERE book_id = %s ORDER BY ordinal
-"""
+from resources.postgres.store import CorpusDB
 
 
 def chunking_inputs(book: BookText, embedding_model: EmbeddingModel) -> str:
@@ -34,13 +29,13 @@ def chunking_inputs(book: BookText, embedding_model: EmbeddingModel) -> str:
     )
 
 
-def stored_chunks(conn: Connection, book_id: str, inputs: str) -> list[Chunk] | None:
+def stored_chunks(db: CorpusDB, book_id: str, inputs: str) -> list[Chunk] | None:
     """The book's chunks as Postgres holds them, if they were made from these exact inputs and all are there."""
-    if recorded(conn, book_id, "chunks") != inputs:
+    if db.synced_version(book_id, "chunks") != inputs:
         return None
-    expected = conn.execute("SELECT chunk_count FROM books WHERE id = %s", (book_id,)).fetchone()
-    chunks = [Chunk(*row) for row in conn.execute(_STORED_CHUNKS, (book_id,))]
-    return chunks if expected and chunks and len(chunks) == expected[0] else None
+    expected = db.chunk_counts([book_id]).get(book_id)
+    chunks = db.book_chunks(book_id)
+    return chunks if expected and chunks and len(chunks) == expected else None
 
 
 @book_asset(
@@ -58,8 +53,8 @@ def book_chunks(
     """Chunks sized by the embedding model's own tokenizer, with character offsets into the text."""
     max_tokens = embedding_model.max_chunk_tokens()
     counting = (token_counter(embedding_model.model_name), max_tokens, embedding_model.max_token_chars())
-    with postgres.connect() as conn:
-        stored = {book_id: stored_chunks(conn, book_id, chunking_inputs(book, embedding_model))
+    with postgres.db() as db:
+        stored = {book_id: stored_chunks(db, book_id, chunking_inputs(book, embedding_model))
                   for book_id, book in book_text.items()}
     # Longest first, so the last book to finish is a short one.
     to_chunk = sorted((book_id for book_id, chunks in stored.items() if chunks is None),
@@ -72,7 +67,7 @@ def book_chunks(
                                     *counting)
                for book_id in to_chunk} if pool else {}
 
-    def chunk(book_id: str) -> list[Chunk]:
+    def chunk(book_id: str) -> tuple[list[Chunk], dict]:
         reused = stored[book_id] is not None
         if reused:
             chunks, seconds = stored[book_id], 0.0
@@ -88,31 +83,26 @@ def book_chunks(
             f"| {c.ordinal} | {md_cell(c.chapter, 30)} | {c.token_count} | {md_cell(c.text, 80)} |"
             for c in chunks[:5]
         )
-        context.add_asset_metadata(
-            {
-                "chunks": len(chunks),
-                "reused from postgres": reused,
-                "tokens": sum(tokens),
-                "tokens per chunk (mean)": round(sum(tokens) / len(tokens), 1),
-                "tokens per chunk (max)": max(tokens),
-                "token budget": max_tokens,
-                "overlap": OVERLAP,
-                "chunking seconds": round(seconds, 2),
-                "first chunks": MetadataValue.md(
-                    f"| # | chapter | tokens | text |\n|---|---|---|---|\n{preview}"
-                ),
-                "chunk lengths": MetadataValue.md(length_histogram(tokens, max_tokens)),
-            },
-            partition_key=book_id,
-        )
-        return chunks
+        return chunks, {
+            "chunks": len(chunks),
+            "reused from postgres": reused,
+            "tokens": sum(tokens),
+            "tokens per chunk (mean)": round(sum(tokens) / len(tokens), 1),
+            "tokens per chunk (max)": max(tokens),
+            "token budget": max_tokens,
+            "overlap": OVERLAP,
+            "chunking seconds": round(seconds, 2),
+            "first chunks": MetadataValue.md(
+                f"| # | chapter | tokens | text |\n|---|---|---|---|\n{preview}"
+            ),
+            "chunk lengths": MetadataValue.md(length_histogram(tokens, max_tokens)),
+        }
 
     try:
         return for_each_book(context, context.partition_keys, chunk)
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-
 
 
 def length_histogram(tokens: list[int], max_tokens: int, bins: int = 8) -> str:

@@ -32,17 +32,6 @@ class BookEmbeddings:
             raise BookError("its embeddings do not match its chunks; re-materialize chunk_embeddings")
 
 
-def cached_vectors(postgres: PostgresResource, model: str, content_hashes: set[str]) -> dict[str, np.ndarray]:
-    """Stored vectors by chunk-text sha256, for texts this model has embedded before."""
-    with postgres.connect() as conn:
-        rows = conn.execute(
-            "SELECT DISTINCT ON (content_sha256) content_sha256, embedding FROM chunks "
-            "WHERE model = %s AND content_sha256 = ANY(%s)",
-            (model, list(content_hashes)),
-        )
-        return {sha: vector.to_numpy().astype(np.float32, copy=False) for sha, vector in rows}
-
-
 class EmbeddingConfig(Config):
     ignore_cache: bool = Field(
         default=False, description="Embed every chunk again instead of reusing stored vectors (e.g. after a repair)."
@@ -68,7 +57,10 @@ def chunk_embeddings(
     """Sentence-transformers embeddings of every chunk; new texts are encoded in one batch per run."""
     model = embedding_model.model_name
     all_chunks = [chunk for chunks in book_chunks.values() for chunk in chunks]
-    cache = {} if config.ignore_cache else cached_vectors(postgres, model, {c.content_sha256 for c in all_chunks})
+    cache = {}
+    if not config.ignore_cache:
+        with postgres.db() as db:
+            cache = db.cached_vectors(model, {c.content_sha256 for c in all_chunks})
     # Each new text once, even when it repeats within or across books.
     new_texts = {c.content_sha256: c.text for c in all_chunks if c.content_sha256 not in cache}
     started = time.perf_counter()

@@ -8,7 +8,8 @@ from dagster import AssetExecutionContext, MetadataValue
 from corpus_assets.assets._per_book import for_each_book
 from corpus_assets.books.errors import BookError
 from corpus_assets.partitions import book_asset
-from resources.library import MAX_BOOK_MB_ENV, BookLibrary
+from resources.library import BookLibrary
+from resources.settings import MAX_BOOK_MB_ENV
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ def raw_books(context: AssetExecutionContext, library: BookLibrary) -> dict[str,
     files = library.books()
     limit = library.max_book_bytes()
 
-    def read(book_id: str) -> RawBook:
+    def read(book_id: str) -> tuple[RawBook, dict]:
         path = files.get(book_id)
         if path is None:
             raise BookError(f"no file for this book in the library folder {library.root()}")
@@ -45,10 +46,6 @@ def raw_books(context: AssetExecutionContext, library: BookLibrary) -> dict[str,
         if not data:
             raise BookError(f"the file {path.name} is empty")
         raw = RawBook(book_id, str(path), data, hashlib.sha256(data).hexdigest())
-        context.add_asset_metadata(
-            {"path": MetadataValue.path(raw.source_file), "bytes": len(data), "sha256": raw.sha256},
-            partition_key=book_id,
-        )
-        return raw
+        return raw, {"path": MetadataValue.path(raw.source_file), "bytes": len(data), "sha256": raw.sha256}
 
     return for_each_book(context, context.partition_keys, read)

@@ -57,25 +57,21 @@ def clean_book(raw: RawBook) -> BookText:
 def book_text(context: AssetExecutionContext, raw_books: dict[str, RawBook]) -> dict[str, BookText]:
     """Decoded text without the Gutenberg header, licence and footer, split into chapters."""
 
-    def clean(book_id: str) -> BookText:
+    def clean(book_id: str) -> tuple[BookText, dict]:
         book = clean_book(raw_books[book_id])
         chapters = "\n".join(
             f"| {s.index} | {md_cell(s.title, 60)} | {s.end - s.start:,} |" for s in book.sections[:60]
         )
-        context.add_asset_metadata(
-            {
-                "title": book.title,
-                "author": book.author or "unknown",
-                "language": book.language or "unknown",
-                "encoding": book.encoding,
-                "gutenberg markers": book.has_gutenberg_markers,
-                "characters": len(book.text),
-                "chapters": len(book.sections),
-                "chapter list": MetadataValue.md(f"| # | chapter | characters |\n|---|---|---|\n{chapters}"),
-                "preview": MetadataValue.md(md_cell(book.text, 400)),
-            },
-            partition_key=book_id,
-        )
-        return book
+        return book, {
+            "title": book.title,
+            "author": book.author or "unknown",
+            "language": book.language or "unknown",
+            "encoding": book.encoding,
+            "gutenberg markers": book.has_gutenberg_markers,
+            "characters": len(book.text),
+            "chapters": len(book.sections),
+            "chapter list": MetadataValue.md(f"| # | chapter | characters |\n|---|---|---|\n{chapters}"),
+            "preview": MetadataValue.md(md_cell(book.text, 400)),
+        }
 
     return for_each_book(context, context.partition_keys, clean)

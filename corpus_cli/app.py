@@ -16,7 +16,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from resources import settings
-from resources.postgres import dagster_storage_url
 
 app = typer.Typer(help="Turn a library of books into search-ready indexes.", no_args_is_help=True)
 console = Console()
@@ -24,49 +23,27 @@ console = Console()
 DEMO_QUERY = "a girl falls down a rabbit hole into a strange world"
 
 
-def dagster_home() -> Path:
-    """Point Dagster at the project's dagster.yaml and its Postgres storage; return DAGSTER_HOME.
+@app.command()
+def migrate() -> None:
+    """Bring the corpus database's schema to the revision this code needs (Alembic upgrade head)."""
+    from corpus_cli.instance import code_location_resources
+    from resources.postgres import head_revision
+    from resources.postgres import migrate as upgrade
 
-    DAGSTER_HOME lives in the state folder (Dagster writes logs and caches there) and links back
-    to the project's dagster.yaml, which reads the storage URL from the environment.
-    """
-    home = settings.state_dir() / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    with _setup_lock(home):
-        if not config.is_symlink():
-            config.unlink(missing_ok=True)
-            config.symlink_to(settings.PROJECT_ROOT / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(home)
-    os.environ[settings.DAGSTER_PG_URL_ENV] = dagster_storage_url()
-    return home
-
-
-def _setup_lock(home: Path):
-    """Held by one `corpus` process at a time while it sets up DAGSTER_HOME or Dagster's tables."""
-    from filelock import FileLock
-
-    return FileLock(home / ".setup.lock")
-
-
-def _instance():
-    from dagster import DagsterInstance
-
-    home = dagster_home()
-    # Dagster creates its storage tables on first use without guarding against other processes
-    # doing the same (DuplicateTable "instance_info" when several ingests start on a new database).
-    with _setup_lock(home):
-        return DagsterInstance.get()
+    with code_location_resources("postgres") as stores:
+        upgrade(stores.postgres.url())
+    console.print(f"corpus schema at revision {head_revision()}")
 
 
 @app.command()
 def register() -> None:
     """Add a partition for every new book file in the library folder."""
     from corpus_assets.registration import register_books
+    from corpus_cli.instance import instance
     from resources.library import BookLibrary
 
     library = BookLibrary()
-    registration = register_books(_instance(), library)
+    registration = register_books(instance(), library)
     console.print(
         f"{registration.found} book files in {library.root()}; {len(registration.added)} newly registered",
         soft_wrap=True,
@@ -79,11 +56,14 @@ def ingest(
     books_per_run: Annotated[int, typer.Option(help="Books per Dagster run.")] = 0,
 ) -> None:
     """Register new books, then run them through every stage, several books per Dagster run."""
+    from corpus_assets.batches import reap_dead_runs
     from corpus_assets.partitions import BOOKS_PER_RUN
-    from corpus_assets.runs import ingest_in_runs, reap_dead_runs
+    from corpus_cli.instance import instance
+    from corpus_cli.runs import ingest_in_runs
 
+    migrate()
     register()
-    for run in reap_dead_runs(_instance()):
+    for run in reap_dead_runs(instance()):
         console.print(f"[yellow]run {run.run_id} had died (its process is gone): marked failed[/yellow]")
     started = time.perf_counter()
     with Progress(
@@ -92,7 +72,7 @@ def ingest(
     ) as progress:
         task = progress.add_task("ingest", total=None)
         results = ingest_in_runs(
-            _instance(),
+            instance(),
             books,
             books_per_run or BOOKS_PER_RUN,
             on_start=lambda total: progress.update(task, total=total),
@@ -120,36 +100,40 @@ def status(
 
     from dagster import RunsFilter
 
-    from corpus_assets.status import corpus_summary, failing_checks
+    from corpus_cli.instance import code_location_resources, instance
+    from corpus_cli.status import corpus_summary, failing_checks
 
-    stats = corpus_summary()
+    with code_location_resources("postgres", "qdrant", "graph") as stores:
+        stats = corpus_summary(stores.postgres, stores.qdrant, stores.graph)
     table = Table(title=f"corpus: {len(stats.books):,} books")
-    numbers = {"chapters": "chapters", "tokens": "tokens", "pgvector": "chunks", "qdrant": "qdrant_points",
-               "graph": "graph_chunks"}
+    columns = {
+        "chapters": lambda b: b.book.chapters, "tokens": lambda b: b.book.tokens, "pgvector": lambda b: b.book.chunks,
+        "qdrant": lambda b: b.qdrant_points, "graph": lambda b: b.graph_chunks,
+    }
     table.add_column("book", overflow="fold")
     table.add_column("title", max_width=30)
-    for column in numbers:
+    for column in columns:
         table.add_column(column, justify="right")
     for b in stats.books[:max_books]:
-        table.add_row(b.id, b.title, *(f"{getattr(b, field):,}" for field in numbers.values()))
+        table.add_row(b.book.id, b.book.title, *(f"{value(b):,}" for value in columns.values()))
     if len(stats.books) > max_books:
-        table.add_row(f"… {len(stats.books) - max_books:,} more", "", *("" for _ in numbers))
+        table.add_row(f"… {len(stats.books) - max_books:,} more", "", *("" for _ in columns))
     table.add_section()
-    table.add_row("total", "", *(f"{stats.total(field):,}" for field in numbers.values()))
+    table.add_row("total", "", *(f"{sum(value(b) for b in stats.books):,}" for value in columns.values()))
     console.print(table)
     disagreeing = stats.disagreeing()
     console.print(
-        f"stores agree: {'yes' if not disagreeing else '[red]no[/red] for ' + ', '.join(b.id for b in disagreeing)}; "
+        f"stores agree: {'yes' if not disagreeing else '[red]no[/red] for ' + ', '.join(b.book.id for b in disagreeing)}; "
         f"HNSW index: {'valid' if stats.hnsw_index_valid else '[red]missing or invalid[/red]'}",
         soft_wrap=True,
     )
-    instance = _instance()
-    runs = instance.get_run_records(RunsFilter(job_name="ingest_books"), limit=1)
+    dagster = instance()
+    runs = dagster.get_run_records(RunsFilter(job_name="ingest_books"), limit=1)
     if runs:
         run = runs[0]
         ended = datetime.fromtimestamp(run.end_time or run.create_timestamp.timestamp()).strftime("%Y-%m-%d %H:%M:%S")
         console.print(f"last ingest run: {run.dagster_run.run_id[:8]} {run.dagster_run.status.value} at {ended}")
-    failing = failing_checks(instance)
+    failing = failing_checks(dagster)
     for check in failing:
         console.print(f"[red]failing check[/red] {check.asset}/{check.name}: {check.details}", soft_wrap=True)
     if any(check.name.endswith("_matches_postgres") for check in failing):
@@ -168,19 +152,18 @@ def search(
                                                "before and after it (NEXT) and similar chunks of other books.")] = False,
 ) -> None:
     """Passages closest in meaning to QUERY (cosine), from pgvector (HNSW) or Qdrant."""
-    from corpus_assets.search import expand as graph_context
-    from corpus_assets.search import search_chunks, search_qdrant
-    from corpus_assets.status import stores_from_environment
-    from resources.embedding import EmbeddingModel
+    from corpus_cli.instance import code_location_resources
+    from corpus_cli.search import expand as graph_context
+    from corpus_cli.search import search_chunks, search_qdrant
 
-    postgres, qdrant, graph = stores_from_environment()
-    if store == "qdrant":
-        hits = search_qdrant(qdrant, postgres, EmbeddingModel(), query, limit, book)
-    elif store == "pgvector":
-        hits = search_chunks(postgres, EmbeddingModel(), query, limit, book)
-    else:
+    if store not in ("pgvector", "qdrant"):
         raise typer.BadParameter("--store is pgvector or qdrant")
-    context = graph_context(graph, postgres, hits) if expand else {}
+    with code_location_resources("postgres", "qdrant", "graph", "embedding_model") as stores:
+        if store == "qdrant":
+            hits = search_qdrant(stores.qdrant, stores.postgres, stores.embedding_model, query, limit, book)
+        else:
+            hits = search_chunks(stores.postgres, stores.embedding_model, query, limit, book)
+        context = graph_context(stores.graph, stores.postgres, hits) if expand else {}
     console.print(f'[bold]{store}: "{query}"[/bold]')
     for rank, hit in enumerate(hits, 1):
         console.print(f"{rank}. [bold]{hit.title}[/bold] · {hit.chapter} · chunk {hit.ordinal} · score {hit.score:.3f}")
@@ -198,9 +181,10 @@ def repair(
                                                             "graph nodes differ from Postgres.")] = None,
 ) -> None:
     """Rewrite books in Qdrant and the graph from Postgres (the source of truth); delete books only they hold."""
-    from corpus_assets.runs import repair_in_run
+    from corpus_cli.instance import instance
+    from corpus_cli.runs import repair_in_run
 
-    result = repair_in_run(_instance(), books or [])
+    result = repair_in_run(instance(), books or [])
     if not result.success:
         console.print(f"[red]repair run {result.run_id} failed:[/red] {result.error}", soft_wrap=True)
         raise typer.Exit(1)
@@ -221,6 +205,8 @@ def demo() -> None:
 @app.command()
 def env() -> None:
     """Print the exports that point the plain `dagster` CLI at this project's instance."""
+    from corpus_cli.instance import dagster_home
+
     home = dagster_home()
     print(f"export DAGSTER_HOME={home}")
     print(f"export {settings.DAGSTER_PG_URL_ENV}='{os.environ[settings.DAGSTER_PG_URL_ENV]}'")
@@ -229,6 +215,9 @@ def env() -> None:
 @app.command()
 def dev(port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 3000) -> None:
     """Open the Dagster UI (webserver + daemon) on the project's state, bound to localhost."""
+    from corpus_cli.instance import dagster_home
+
+    migrate()
     # Started from the home folder: from the project root Dagster would warn that the dagster.yaml
     # it sees there is not the one in use (it is: the home links to it).
     os.chdir(dagster_home())
@@ -236,3 +225,14 @@ def dev(port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 300
     dagster = str(Path(sys.executable).with_name("dagster"))
     workspace = str(settings.PROJECT_ROOT / "workspace.yaml")
     os.execv(dagster, [dagster, "dev", "-w", workspace, "-h", "127.0.0.1", "-p", str(port)])
+
+
+def main() -> None:
+    """The `corpus` script: a store that cannot be used is one line naming it and what to do, not a traceback."""
+    from resources.errors import SchemaOutOfDate, StoreUnavailable
+
+    try:
+        app()
+    except (StoreUnavailable, SchemaOutOfDate) as error:
+        console.print(f"[red]corpus: {error}[/red]", soft_wrap=True)
+        raise SystemExit(2) from None

@@ -7,7 +7,6 @@ crashes the server under batch writes).
 """
 
 import fcntl
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,10 +18,9 @@ SOCKET_NAME = "falkordb.sock"
 # they first ran (a 93k-chunk book's 40 MB of queries: ~10 min, against 0.4 s to load the same graph
 # from a snapshot), so the server rewrites it into a snapshot whenever it grows 10 % past the last one.
 _AOF_REWRITE = ["--auto-aof-rewrite-percentage", "10", "--auto-aof-rewrite-min-size", "1mb"]
-START_TIMEOUT_SECONDS = float(os.environ.get("CORPUS_FALKORDB_START_TIMEOUT", "600"))
 
 
-def ensure_server(folder: Path, timeout: float = START_TIMEOUT_SECONDS) -> Path:
+def ensure_server(folder: Path, timeout: float) -> Path:
     """Start the server for `folder` unless it already answers; return its socket path.
 
     Waits while a started server loads its data (as long as its process lives, up to `timeout`).

@@ -1,0 +1,101 @@
+"""Runs of several books: how books are grouped into runs, and keeping those runs healthy.
+
+Used by the sensor, the schedules and the `corpus` CLI alike.
+"""
+
+import os
+import time
+
+import sqlalchemy.exc
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, DefaultRunLauncher, RunsFilter
+
+from corpus_assets.partitions import EMBEDDING_POOL, QDRANT_POOL
+
+# Dagster's tags for a run over a partition range, the form a batched backfill launches. Dagster 1.13
+# has no public constant or RunRequest argument for them (they live in dagster/_core/storage/tags.py).
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+PARTITION_TAG = "dagster/partition"
+
+
+def range_tags(books: list[str]) -> dict[str, str]:
+    """The tags of a run over `books`, contiguous in the partitions' order (see `partition_ranges`)."""
+    return {RANGE_START_TAG: books[0], RANGE_END_TAG: books[-1]}
+
+
+def partition_ranges(all_keys: list[str], selected: list[str], per_run: int) -> list[list[str]]:
+    """Split `selected` into runs of at most `per_run` books that are contiguous in `all_keys`.
+
+    A run covers a partition *range* (first...last in the partitions' order), so a run may only
+    hold books that sit next to each other in that order.
+    """
+    position = {key: i for i, key in enumerate(all_keys)}
+    unknown = [key for key in selected if key not in position]
+    if unknown:
+        raise ValueError(f"books not registered: {', '.join(unknown)} (run `corpus register`)")
+    runs: list[list[str]] = []
+    for key in sorted(set(selected), key=position.__getitem__):
+        current = runs[-1] if runs else None
+        if current and len(current) < per_run and position[key] == position[current[-1]] + 1:
+            current.append(key)
+        else:
+            runs.append([key])
+    return runs
+
+
+def books_of_run(run: DagsterRun, all_keys: list[str]) -> list[str]:
+    """The books a batched run covers (its partition range), in partition order."""
+    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+    if start not in all_keys or end not in all_keys:
+        return [run.tags[PARTITION_TAG]] if PARTITION_TAG in run.tags else []
+    return all_keys[all_keys.index(start) : all_keys.index(end) + 1]
+
+
+def ensure_pools(instance: DagsterInstance) -> None:
+    """Create the pools' limit rows before any run uses them.
+
+    Dagster creates a pool's row when a run first needs it; on Postgres, when two runs do that at
+    once, the loser's insert conflict aborts its transaction and fails its run (dagster 1.13). Once
+    the row exists no run creates it again, so this only has to win once, whoever wins.
+    """
+    storage = instance.event_log_storage
+    for pool in (EMBEDDING_POOL, QDRANT_POOL):
+        for attempt in range(5):
+            if pool in storage.get_concurrency_keys():
+                break
+            try:
+                storage.initialize_concurrency_limit_to_default(pool)
+            except sqlalchemy.exc.DBAPIError:  # another process created it first
+                time.sleep(0.1 * (attempt + 1))
+
+
+def reap_dead_runs(instance: DagsterInstance) -> list[DagsterRun]:
+    """Fail the runs whose worker process on this machine died (SIGKILL, OOM, reboot).
+
+    Such a run stays STARTED and keeps its concurrency-pool slots, so every later run would wait on
+    the `embedding` or `qdrant` pool forever. Dagster's run monitoring would be the tool, but the
+    DefaultRunLauncher of the embedded default does not support run-worker health checks
+    (`supports_check_run_worker_health` is False), so dead local workers are found by their pid.
+    """
+    if not isinstance(instance.run_launcher, DefaultRunLauncher):
+        return []
+    reaped = []
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+        starts = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_START)
+        pid = starts[-1].dagster_event.pid if starts and starts[-1].dagster_event else None
+        if pid is None or _alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"the run's process (pid {pid}) is gone; marked failed so it can be re-run")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        reaped.append(run)
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,62 @@
+"""What is stored, store by store: books and chunks in Postgres, points in Qdrant, nodes in the graph."""
+
+from dataclasses import dataclass
+
+from dagster import AssetCheckKey, DagsterInstance
+
+from corpus_assets.checks import book_checks
+from resources.graph import GraphResource
+from resources.postgres import PostgresResource
+from resources.postgres.store import BookSummary
+from resources.qdrant import QdrantResource
+
+
+@dataclass(frozen=True)
+class BookStats:
+    book: BookSummary
+    qdrant_points: int
+    graph_chunks: int
+
+
+@dataclass(frozen=True)
+class CorpusSummary:
+    books: list[BookStats]
+    hnsw_index_valid: bool
+
+    def disagreeing(self) -> list[BookStats]:
+        """Books whose Qdrant points or graph chunks differ in number from their Postgres chunks."""
+        return [b for b in self.books if not b.book.chunks == b.qdrant_points == b.graph_chunks]
+
+
+def corpus_summary(postgres: PostgresResource, qdrant: QdrantResource, graph: GraphResource) -> CorpusSummary:
+    with postgres.db() as db:
+        summaries, index = db.book_summaries(), db.hnsw_index_state()
+    with qdrant.open() as collection:
+        points = collection.points_per_book([b.id for b in summaries])
+    with graph.session() as session:
+        nodes = session.chunk_counts()
+    books = [BookStats(b, qdrant_points=points[b.id], graph_chunks=nodes.get(b.id, 0)) for b in summaries]
+    return CorpusSummary(books=books, hnsw_index_valid=index.valid)
+
+
+@dataclass(frozen=True)
+class FailingCheck:
+    name: str
+    asset: str
+    when: float
+    details: str
+
+
+def failing_checks(instance: DagsterInstance) -> list[FailingCheck]:
+    """The checks whose latest evaluation failed, with the books they name."""
+    keys: list[AssetCheckKey] = [key for check in book_checks for key in check.check_keys]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    failing = []
+    for key, record in latest.items():
+        if record.status.value != "FAILED":
+            continue
+        evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
+        metadata = {k: v.value for k, v in evaluation.metadata.items()} if evaluation else {}
+        books = metadata.get("failing books") or metadata.get("book") or "?"
+        failing.append(FailingCheck(key.name, key.asset_key.to_user_string(), record.create_timestamp, str(books)))
+    return failing

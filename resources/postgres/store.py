@@ -1,0 +1,372 @@
+"""Every query corpus makes to its Postgres database, named for what it does.
+
+Postgres is the source of truth: `books` (one row per book, with its chapters), `chunks` (text,
+offsets and vector per chunk, HNSW-indexed) and `book_sync` (which version of each book every
+store holds). Rows come back as dataclasses by column name. All values are parameters; the only
+identifiers in SQL text are constants of this module or names read from the catalog.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from psycopg import Connection
+from psycopg.rows import class_row
+from psycopg.types.json import Jsonb
+
+from corpus_assets.books.chapters import Section
+from corpus_assets.books.chunking import Chunk
+
+HNSW_INDEX = "chunks_embedding_hnsw_idx"
+CHUNK_COLUMNS = "id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, char_end, content_sha256"
+_COPY_CHUNKS = f"COPY chunks ({CHUNK_COLUMNS}, embedding, model) FROM STDIN WITH (FORMAT BINARY)"
+# char(64) has the same binary wire format as text.
+_CHUNK_TYPES = ["text", "text", "int4", "int4", "text", "text", "int4", "int4", "int4", "text", "vector", "text"]
+_UPSERT_BOOK = """
+INSERT INTO books (id, title, author, language, source_file, content_sha256, bytes, encoding,
+                   chapter_count, chunk_count, chapters)
+VALUES (%(id)s, %(title)s, %(author)s, %(language)s, %(source_file)s, %(content_sha256)s, %(bytes)s,
+        %(encoding)s, %(chapter_count)s, %(chunk_count)s, %(chapters)s)
+ON CONFLICT (id) DO UPDATE SET
+    title = EXCLUDED.title, author = EXCLUDED.author, language = EXCLUDED.language,
+    source_file = EXCLUDED.source_file, content_sha256 = EXCLUDED.content_sha256,
+    bytes = EXCLUDED.bytes, encoding = EXCLUDED.encoding, chapter_count = EXCLUDED.chapter_count,
+    chunk_count = EXCLUDED.chunk_count, chapters = EXCLUDED.chapters, updated_at = now()
+"""
+# For every chunk of the book, its nearest chunks of other books through the HNSW index.
+_NEIGHBOURS_IN_OTHER_BOOKS = """
+SELECT c.id AS from_id, n.id AS to_id, 1 - n.distance AS score
+FROM chunks c
+CROSS JOIN LATERAL (
+    SELECT o.id, o.embedding <=> c.embedding AS distance
+    FROM chunks o
+    WHERE o.book_id <> c.book_id
+    ORDER BY o.embedding <=> c.embedding
+    LIMIT %(k)s
+) n
+WHERE c.book_id = %(book_id)s AND 1 - n.distance >= %(min_score)s
+"""
+_SEARCH = """
+WITH hits AS (
+    SELECT id, book_id, ordinal, chapter, text, embedding <=> %(query)s AS distance
+    FROM chunks
+    WHERE %(book_id)s::text IS NULL OR book_id = %(book_id)s
+    ORDER BY embedding <=> %(query)s
+    LIMIT %(limit)s
+)
+SELECT hits.id AS chunk_id, hits.book_id, books.title, hits.chapter, hits.ordinal, hits.text,
+       1 - hits.distance AS score
+FROM hits JOIN books ON books.id = hits.book_id
+ORDER BY hits.distance
+"""
+
+
+@dataclass(frozen=True)
+class BookRow:
+    """A book as the `books` table holds it."""
+
+    id: str
+    title: str
+    author: str | None
+    language: str | None
+    source_file: str
+    content_sha256: str
+    bytes: int
+    encoding: str
+    sections: list[Section]
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    chunk_id: str
+    book_id: str
+    title: str
+    chapter: str
+    ordinal: int
+    text: str
+    score: float  # cosine similarity
+
+
+@dataclass(frozen=True)
+class BookSummary:
+    id: str
+    title: str
+    author: str | None
+    chapters: int
+    chunks: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class IndexState:
+    exists: bool
+    valid: bool
+    definition: str
+
+
+@dataclass(frozen=True)
+class VectorStats:
+    chunks: int
+    null_embeddings: int
+    min_dims: int | None
+    max_dims: int | None
+    min_norm: float | None
+    max_norm: float | None
+    models: list[str]
+
+
+@dataclass(frozen=True)
+class StoredVectors:
+    """A book's chunks with their vectors, in reading order, as Postgres holds them."""
+
+    chunks: list[Chunk]
+    models: set[str]
+    vectors: np.ndarray  # float32 (chunks, dimension)
+
+
+class CorpusDB:
+    """The corpus database on one pooled autocommit connection (use `transaction()` for atomic work)."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    def transaction(self):
+        return self.conn.transaction()
+
+    # --- books -------------------------------------------------------------------------------
+
+    def book_hashes(self) -> dict[str, str]:
+        """Every stored book's file sha256, by book id."""
+        return dict(self.conn.execute("SELECT id, content_sha256 FROM books"))
+
+    def book_ids(self) -> list[str]:
+        return [row[0] for row in self.conn.execute("SELECT id FROM books ORDER BY id")]
+
+    def chunk_counts(self, book_ids: Sequence[str]) -> dict[str, int]:
+        """The chunk count each book's row records (books not stored are absent)."""
+        return dict(self.conn.execute("SELECT id, chunk_count FROM books WHERE id = ANY(%s)", (list(book_ids),)))
+
+    def titles(self, book_ids: Sequence[str]) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT id, title FROM books WHERE id = ANY(%s)", (list(book_ids),)))
+
+    def stored_book(self, book_id: str) -> BookRow | None:
+        row = self.conn.execute(
+            "SELECT id, title, author, language, source_file, content_sha256, bytes, encoding, chapters "
+            "FROM books WHERE id = %s", (book_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        # chapters is NULL for books written before it existed: the chapters that have chunks.
+        sections = [Section(*chapter) for chapter in row[8]] if row[8] is not None else [
+            Section(index, title, 0, 0) for index, title in self.conn.execute(
+                "SELECT DISTINCT chapter_index, chapter FROM chunks WHERE book_id = %s ORDER BY 1", (book_id,))
+        ]
+        return BookRow(*row[:8], sections=sections)
+
+    def book_summaries(self) -> list[BookSummary]:
+        """Per book: chapters, chunks and tokens as stored."""
+        with self.conn.cursor(row_factory=class_row(BookSummary)) as cursor:
+            return cursor.execute(
+                """
+                SELECT b.id, b.title, b.author, b.chapter_count AS chapters, count(c.id) AS chunks,
+                       coalesce(sum(c.token_count), 0) AS tokens
+                FROM books b LEFT JOIN chunks c ON c.book_id = b.id
+                GROUP BY b.id ORDER BY b.id
+                """
+            ).fetchall()
+
+    # --- chunks ------------------------------------------------------------------------------
+
+    def book_chunks(self, book_id: str) -> list[Chunk]:
+        """The book's chunks in reading order."""
+        with self.conn.cursor(row_factory=class_row(Chunk)) as cursor:
+            return cursor.execute(
+                f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE book_id = %s ORDER BY ordinal", (book_id,)
+            ).fetchall()
+
+    def chunk_count(self, book_id: str) -> int:
+        return self.conn.execute("SELECT count(*) FROM chunks WHERE book_id = %s", (book_id,)).fetchone()[0]
+
+    def chunk_ids(self, book_id: str) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT id FROM chunks WHERE book_id = %s", (book_id,))}
+
+    def chunk_ids_by_book(self) -> dict[str, set[str]]:
+        """Every stored book's chunk ids (books without chunks included, with none)."""
+        found: dict[str, set[str]] = {book_id: set() for book_id in self.book_ids()}
+        for book_id, chunk_id in self.conn.execute("SELECT book_id, id FROM chunks"):
+            found[book_id].add(chunk_id)
+        return found
+
+    def stored_vectors(self, book_id: str) -> StoredVectors:
+        rows = self.conn.execute(
+            f"SELECT {CHUNK_COLUMNS}, embedding, model FROM chunks WHERE book_id = %s ORDER BY ordinal", (book_id,)
+        ).fetchall()
+        vectors = (np.stack([r[10].to_numpy() for r in rows]).astype(np.float32) if rows
+                   else np.empty((0, 0), np.float32))
+        return StoredVectors([Chunk(*r[:10]) for r in rows], {r[11] for r in rows}, vectors)
+
+    def cached_vectors(self, model: str, content_hashes: set[str]) -> dict[str, np.ndarray]:
+        """Stored vectors by chunk-text sha256, for texts this model has embedded before."""
+        rows = self.conn.execute(
+            "SELECT DISTINCT ON (content_sha256) content_sha256, embedding FROM chunks "
+            "WHERE model = %s AND content_sha256 = ANY(%s)",
+            (model, list(content_hashes)),
+        )
+        return {sha: vector.to_numpy().astype(np.float32, copy=False) for sha, vector in rows}
+
+    def embedding_dimension(self) -> int:
+        """The dimension of the `chunks.embedding` column (vector(n))."""
+        return int(self.conn.execute(
+            "SELECT atttypmod FROM pg_attribute WHERE attrelid = 'chunks'::regclass AND attname = 'embedding'"
+        ).fetchone()[0])
+
+    def replace_book_chunks(
+        self, book: BookRow, chunks: Sequence[Chunk], vectors: np.ndarray, model: str, synced: dict[str, str]
+    ) -> int:
+        """Replace the book's row and all its chunks in one transaction; return chunk rows deleted.
+
+        Readers see the old chunks or the new ones, never a mix; a second writer of the same book
+        waits on the book's advisory lock. `synced` ({target: fingerprint}) is recorded in the same
+        transaction, so the record never claims more than was committed.
+        """
+        with self.conn.transaction():
+            self._lock_book(book.id)
+            self.conn.execute(_UPSERT_BOOK, {
+                "id": book.id, "title": book.title, "author": book.author, "language": book.language,
+                "source_file": book.source_file, "content_sha256": book.content_sha256, "bytes": book.bytes,
+                "encoding": book.encoding, "chapter_count": len(book.sections), "chunk_count": len(chunks),
+                "chapters": Jsonb([[s.index, s.title, s.start, s.end] for s in book.sections]),
+            })
+            deleted = self.conn.execute("DELETE FROM chunks WHERE book_id = %s", (book.id,)).rowcount
+            with self.conn.cursor().copy(_COPY_CHUNKS) as copy:
+                copy.set_types(_CHUNK_TYPES)
+                for chunk, vector in zip(chunks, vectors, strict=True):
+                    copy.write_row((chunk.id, chunk.book_id, chunk.ordinal, chunk.chapter_index, chunk.chapter,
+                                    chunk.text, chunk.token_count, chunk.char_start, chunk.char_end,
+                                    chunk.content_sha256, vector, model))
+            for target, version in synced.items():
+                self.record_sync(book.id, target, version)
+        return deleted
+
+    def delete_book(self, book_id: str) -> int:
+        """Delete the book's row and chunks (its sync records cascade); return chunk rows deleted."""
+        with self.conn.transaction():
+            self._lock_book(book_id)
+            deleted = self.conn.execute("DELETE FROM chunks WHERE book_id = %s", (book_id,)).rowcount
+            self.conn.execute("DELETE FROM books WHERE id = %s", (book_id,))
+        return deleted
+
+    def _lock_book(self, book_id: str) -> None:
+        self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (book_id,))
+
+    # --- which version each store holds ------------------------------------------------------
+
+    def synced_version(self, book_id: str, target: str) -> str | None:
+        row = self.conn.execute(
+            "SELECT fingerprint FROM book_sync WHERE book_id = %s AND target = %s", (book_id, target)
+        ).fetchone()
+        return row[0] if row else None
+
+    def record_sync(self, book_id: str, target: str, version: str) -> None:
+        """Note that `target` now holds `version` of the book (whose `books` row must exist)."""
+        self.conn.execute(
+            "INSERT INTO book_sync (book_id, target, fingerprint) VALUES (%s, %s, %s) "
+            "ON CONFLICT (book_id, target) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, synced_at = now()",
+            (book_id, target, version),
+        )
+
+    def forget_sync(self, book_id: str, target: str) -> None:
+        """Note that `target` may no longer hold what was recorded, so the next run writes it."""
+        self.conn.execute("DELETE FROM book_sync WHERE book_id = %s AND target = %s", (book_id, target))
+
+    # --- search ------------------------------------------------------------------------------
+
+    def search(self, vector: np.ndarray, limit: int, book_id: str | None, ef_search: int) -> list[SearchHit]:
+        """The `limit` chunks nearest to `vector` (cosine) through the HNSW index, optionally in one book."""
+        with self.conn.transaction():
+            self._hnsw_settings(ef_search)
+            with self.conn.cursor(row_factory=class_row(SearchHit)) as cursor:
+                return cursor.execute(_SEARCH, {"query": vector, "book_id": book_id, "limit": limit}).fetchall()
+
+    def chunks_by_id(self, chunk_ids: Sequence[str]) -> dict[str, SearchHit]:
+        """Chunks with their book title (score 0), by id."""
+        with self.conn.cursor(row_factory=class_row(SearchHit)) as cursor:
+            rows = cursor.execute(
+                "SELECT c.id AS chunk_id, c.book_id, b.title, c.chapter, c.ordinal, c.text, 0.0::float8 AS score "
+                "FROM chunks c JOIN books b ON b.id = c.book_id WHERE c.id = ANY(%s)", (list(chunk_ids),),
+            ).fetchall()
+        return {hit.chunk_id: hit for hit in rows}
+
+    def similar_pairs(self, book_id: str, top_k: int, min_score: float, batch: int) -> Iterator[list[dict]]:
+        """The book's (chunk, nearest chunk of another book, score) pairs in batches, from a
+        server-side cursor: a 50 MB book's ~280k pairs never sit in memory at once."""
+        with self.conn.transaction():
+            # A filtered HNSW scan must be allowed to continue past ef_search candidates to fill each LIMIT.
+            self.conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+            # Below some tens of thousands of rows the planner prefers an exact scan per chunk, which
+            # makes the step quadratic (75 chunks/s at 11k chunks); the index is ~5x faster.
+            self.conn.execute("SELECT set_config('enable_seqscan', 'off', true)")
+            with self.conn.cursor(name="similar_pairs") as cursor:
+                cursor.execute(_NEIGHBOURS_IN_OTHER_BOOKS, {"k": top_k, "book_id": book_id, "min_score": min_score})
+                while rows := cursor.fetchmany(batch):
+                    yield [{"from_id": a, "to_id": b, "score": float(score)} for a, b, score in rows]
+
+    def _hnsw_settings(self, ef_search: int) -> None:
+        self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
+        # A filtered HNSW scan stops at ef_search candidates and can return too few rows unless it may go on.
+        self.conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+
+    # --- index health ------------------------------------------------------------------------
+
+    def hnsw_index_state(self) -> IndexState:
+        row = self.conn.execute(
+            "SELECT i.indisvalid, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", (HNSW_INDEX,),
+        ).fetchone()
+        return IndexState(exists=row is not None, valid=bool(row and row[0]), definition=row[1] if row else "missing")
+
+    def vector_stats(self, book_id: str) -> VectorStats:
+        with self.conn.cursor(row_factory=class_row(VectorStats)) as cursor:
+            return cursor.execute(
+                """
+                SELECT count(*) AS chunks, count(*) FILTER (WHERE embedding IS NULL) AS null_embeddings,
+                       min(vector_dims(embedding)) AS min_dims, max(vector_dims(embedding)) AS max_dims,
+                       min(vector_norm(embedding)) AS min_norm, max(vector_norm(embedding)) AS max_norm,
+                       coalesce(array_agg(DISTINCT model), '{}') AS models
+                FROM chunks WHERE book_id = %s
+                """,
+                (book_id,),
+            ).fetchone()
+
+    def recall_queries(self, book_ids: Sequence[str], count: int) -> list[tuple[str, np.ndarray]]:
+        """(book, vector) of `count` chunks spread pseudo-randomly over the books (md5 of the id orders them)."""
+        return self.conn.execute(
+            "SELECT book_id, embedding FROM chunks WHERE book_id = ANY(%s) ORDER BY md5(id) LIMIT %s",
+            (list(book_ids), count),
+        ).fetchall()
+
+    def recall_at_10(self, vector, ef_search: int) -> float:
+        """Share of the exact top-10 (sequential scan) that the HNSW index returns for `vector`."""
+        top10 = "SELECT id FROM chunks ORDER BY embedding <=> %s LIMIT 10"
+        with self.conn.transaction():
+            self.conn.execute("SELECT set_config('hnsw.ef_search', %s, true)", (str(ef_search),))
+            # prepare=False: a prepared plan would ignore the planner settings made between runs.
+            approximate = {r[0] for r in self.conn.execute(top10, (vector,), prepare=False)}
+        with self.conn.transaction():
+            self.conn.execute("SELECT set_config('enable_indexscan', 'off', true)")  # exact: sequential scan
+            exact = {r[0] for r in self.conn.execute(top10, (vector,), prepare=False)}
+        return len(approximate & exact) / max(len(exact), 1)
+
+    def vacuum_and_reindex(self) -> list[str]:
+        """VACUUM (ANALYZE) the corpus tables and rebuild invalid indexes of `chunks`; return the rebuilt.
+
+        Needs autocommit (no open transaction): VACUUM and REINDEX CONCURRENTLY cannot run in one.
+        """
+        self.conn.execute("VACUUM (ANALYZE) books, chunks")
+        invalid = [name for (name,) in self.conn.execute(
+            "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_class t ON t.oid = i.indrelid WHERE t.relname = 'chunks' AND NOT i.indisvalid"
+        )]
+        for name in invalid:
+            self.conn.execute(f'REINDEX INDEX CONCURRENTLY "{name}"')  # name read from the catalog, not from input
+        return invalid

@@ -1,0 +1,110 @@
+"""The collection through qdrant-client: a Qdrant server, or qdrant-client's local mode."""
+
+import warnings
+from collections.abc import Collection, Sequence
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from resources.qdrant.collection import HNSW_M, UPLOAD_BATCH, ChunkLike, PointHit, payload, point_id
+
+
+def _books_filter(book_ids: Sequence[str]) -> models.Filter:
+    """Points of any of these books (served by the `book_id` payload index)."""
+    return models.Filter(must=[models.FieldCondition(key="book_id", match=models.MatchAny(any=list(book_ids)))])
+
+
+def _book_filter(book_id: str) -> models.Filter:
+    return models.Filter(must=[models.FieldCondition(key="book_id", match=models.MatchValue(value=book_id))])
+
+
+class ClientCollection:
+    def __init__(self, client: QdrantClient, name: str, backend: str, ef_construct: int):
+        self.client, self.name, self.backend, self._ef_construct = client, name, backend, ef_construct
+
+    def ensure_collection(self, dimension: int) -> None:
+        """Create the collection and its `book_id` payload index before the first upload."""
+        if self.client.collection_exists(self.name):
+            size = self.client.get_collection(self.name).config.params.vectors.size
+            if size != dimension:
+                raise ValueError(f"Qdrant collection {self.name!r} holds {size}-d vectors, not {dimension}-d")
+            return
+        self.client.create_collection(
+            self.name,
+            vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+            hnsw_config=models.HnswConfigDiff(m=HNSW_M, ef_construct=self._ef_construct),
+        )
+        with warnings.catch_warnings():
+            # Local mode warns that payload indexes have no effect there; a server needs this one.
+            warnings.filterwarnings("ignore", message=".*[Pp]ayload index.*", category=UserWarning)
+            self.client.create_payload_index(self.name, "book_id", models.PayloadSchemaType.KEYWORD)
+
+    def upsert(self, chunks: Sequence[ChunkLike], vectors: np.ndarray) -> None:
+        for start in range(0, len(chunks), UPLOAD_BATCH):
+            batch = zip(chunks[start : start + UPLOAD_BATCH], vectors[start : start + UPLOAD_BATCH], strict=True)
+            self.client.upsert(
+                self.name,
+                points=[models.PointStruct(id=point_id(c.id), vector=v.tolist(), payload=payload(c)) for c, v in batch],
+                wait=True,
+            )
+
+    def delete_book_except(self, book_id: str, keep_chunk_ids: Collection[str]) -> int:
+        stale = models.Filter(must=_book_filter(book_id).must,
+                              must_not=[models.HasIdCondition(has_id=[point_id(c) for c in keep_chunk_ids])])
+        return self._delete(stale)
+
+    def delete_book(self, book_id: str) -> int:
+        if not self.client.collection_exists(self.name):
+            return 0
+        return self._delete(_book_filter(book_id))
+
+    def _delete(self, selection: models.Filter) -> int:
+        count = self.client.count(self.name, count_filter=selection, exact=True).count
+        if count:
+            self.client.delete(self.name, points_selector=models.FilterSelector(filter=selection), wait=True)
+        return count
+
+    def points_per_book(self, book_ids: Sequence[str]) -> dict[str, int]:
+        """How many points each book has, in one request (local mode filters in Python: a pass per request)."""
+        counts = dict.fromkeys(book_ids, 0)
+        if not book_ids or not self.client.collection_exists(self.name):
+            return counts
+        hits = self.client.facet(self.name, "book_id", facet_filter=_books_filter(book_ids), limit=len(book_ids),
+                                 exact=True).hits
+        return counts | {hit.value: hit.count for hit in hits}
+
+    def chunk_ids_per_book(self, book_ids: Sequence[str]) -> dict[str, set[str]]:
+        """The chunk ids of each book's points, scrolled for all the books at once."""
+        found: dict[str, set[str]] = {book_id: set() for book_id in book_ids}
+        if not book_ids or not self.client.collection_exists(self.name):
+            return found
+        offset = None
+        while True:
+            # Large pages: local mode filters every point in Python once per page.
+            points, offset = self.client.scroll(self.name, scroll_filter=_books_filter(book_ids), limit=10_000,
+                                                offset=offset, with_payload=["book_id", "chunk_id"], with_vectors=False)
+            for point in points:
+                found[point.payload["book_id"]].add(point.payload["chunk_id"])
+            if offset is None:
+                return found
+
+    def book_ids(self) -> set[str]:
+        if not self.client.collection_exists(self.name):
+            return set()
+        return {hit.value for hit in self.client.facet(self.name, "book_id", limit=1_000_000, exact=True).hits}
+
+    def count(self) -> int:
+        return self.client.count(self.name, exact=True).count if self.client.collection_exists(self.name) else 0
+
+    def status(self) -> str:
+        if not self.client.collection_exists(self.name):
+            return "missing"
+        return self.client.get_collection(self.name).status.value
+
+    def search(self, vector: np.ndarray, limit: int, book_id: str | None = None) -> list[PointHit]:
+        points = self.client.query_points(
+            self.name, query=vector.tolist(), query_filter=_book_filter(book_id) if book_id else None,
+            limit=limit, with_payload=True,
+        ).points
+        return [PointHit(p.payload["chunk_id"], p.payload["book_id"], p.payload["chapter"], p.payload["ordinal"],
+                         p.payload["text"], p.score) for p in points]
