@@ -1,7 +1,10 @@
 """How long a library-sensor tick takes on a folder of many books (default 10,000 files).
 
 Tick 1 sees every file for the first time (stat + sha256 + partition and run requests); tick 2 sees
-no change (stat only); tick 3 follows an edit of 10 files. Writes bench/results/sensor_tick.json.
+no change (stat only); tick 3 follows an edit of 10 files; tick 4 comes after every requested book
+was stored (the runs are not executed: their outcome, the `books` rows, is written directly), as a
+library at rest. Each tick's cursor size is recorded: Dagster stores it with every tick.
+Writes bench/results/sensor_tick.json.
 
     .venv/bin/python bench/sensor_tick.py [--files 10000]
 """
@@ -41,8 +44,12 @@ def main() -> None:
     results = {"files": args.files, "file_bytes": len(sample), "cores": os.cpu_count(), "python": platform.python_version()}
     with instance_for_test() as instance:
         cursor = None
-        for name, change in [("first_tick_seconds", None), ("unchanged_tick_seconds", None), ("ten_edits_tick_seconds", 10)]:
-            for i in range(change or 0):
+        ticks = [("first_tick_seconds", None), ("unchanged_tick_seconds", None), ("ten_edits_tick_seconds", 10),
+                 ("at_rest_tick_seconds", "stored")]
+        for name, change in ticks:
+            if change == "stored":
+                store_books(library)
+            for i in range(change if isinstance(change, int) else 0):
                 with (library / f"book_{i:05d}.txt").open("ab") as file:
                     file.write(b"\nedited\n")
             started = time.perf_counter()
@@ -53,10 +60,27 @@ def main() -> None:
             for request in result.dynamic_partitions_requests:
                 instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
             cursor = result.cursor
-        results["cursor_bytes"] = len(cursor)
+            results[name.replace("seconds", "cursor_bytes")] = len(cursor)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def store_books(library: Path) -> None:
+    """The outcome of every requested run, as far as the sensor reads it: each book's row with its
+    file's sha256 (what `pgvector_chunks` writes)."""
+    import hashlib
+
+    import psycopg
+
+    from resources.postgres import embedded_url
+
+    rows = [(p.stem, p.stem, p.name, hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size)
+            for p in sorted(library.glob("*.txt"))]
+    with psycopg.connect(embedded_url()) as conn, conn.cursor() as cur:
+        cur.executemany("INSERT INTO books (id, title, source_file, content_sha256, bytes, encoding, chapter_count, "
+                        "chunk_count) VALUES (%s, %s, %s, %s, %s, 'utf-8', 1, 1) ON CONFLICT (id) DO UPDATE "
+                        "SET content_sha256 = EXCLUDED.content_sha256", rows)
 
 
 if __name__ == "__main__":

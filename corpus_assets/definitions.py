@@ -24,7 +24,7 @@ from resources.embedding import EmbeddingModel
 from resources.graph import FalkorDBResource, GraphResource, Neo4jResource
 from resources.library import BookLibrary
 from resources.postgres import EmbeddedPostgresResource, PostgresResource
-from resources.qdrant import QdrantLocalResource, QdrantResource, QdrantServerResource
+from resources.qdrant import QdrantEdgeResource, QdrantResource, QdrantServerResource
 from schedules.upkeep import check_all_books, maintain_postgres, nightly_checks, weekly_postgres_maintenance
 from sensors.library_sensor import library_sensor
 
@@ -36,7 +36,7 @@ def store_resources(config: settings.Settings) -> dict[str, PostgresResource | Q
         else EmbeddedPostgresResource(),
         "qdrant": QdrantServerResource(url=EnvVar(settings.QDRANT_URL_ENV),
                                        api_key=settings.secret(settings.QDRANT_API_KEY_ENV)) if config.qdrant_url
-        else QdrantLocalResource(),
+        else QdrantEdgeResource(),
         "graph": Neo4jResource(uri=EnvVar(settings.NEO4J_URI_ENV), user=config.neo4j_user,
                                password=settings.secret(settings.NEO4J_PASSWORD_ENV)) if config.neo4j_uri
         else FalkorDBResource(),

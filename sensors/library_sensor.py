@@ -1,9 +1,11 @@
 """The library sensor: new, changed and removed book files become ingest and removal runs.
 
 What a book's file holds is compared with what Postgres stores for it (`books.content_sha256`, the
-source of truth), so only books whose content differs are run. The cursor remembers each file's
-size, mtime and sha256, so an unchanged file is only stat()-ed, never read again, and which content
-was already requested, so a book whose run failed is not requested again until its file changes.
+source of truth), so only books whose content differs are run. Each file's size, mtime and sha256
+are cached in Postgres (`library_files`), so an unchanged file is only stat()-ed, never read again.
+The cursor, which Dagster stores with every tick, holds only what is in flight: the content requested
+for books whose stored content differs from it (a book whose run failed is not requested again until
+its file changes) and the books being removed.
 """
 
 import hashlib
@@ -27,6 +29,7 @@ from corpus_assets.partitions import BOOKS_PER_RUN, books_partitions
 from corpus_assets.removal import remove_books
 from resources.library import BookLibrary
 from resources.postgres import PostgresResource
+from resources.postgres.store import FileHash
 
 # Reading files is the slow part of a tick; past this budget the rest is hashed on the next tick,
 # keeping every tick well inside Dagster's 60 s sensor limit on any library size.
@@ -35,17 +38,17 @@ HASH_BUDGET_SECONDS = 20.0
 
 @dataclass
 class LibraryCursor:
-    files: dict[str, list] = field(default_factory=dict)  # book id → [size, mtime_ns, sha256]
-    requested: dict[str, str] = field(default_factory=dict)  # book id → sha256 last sent to a run
+    requested: dict[str, str] = field(default_factory=dict)  # book id → sha256 last sent to a run, not yet stored
     removing: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, raw: str | None) -> "LibraryCursor":
-        return cls(**json.loads(raw)) if raw else cls()
+        state = json.loads(raw) if raw else {}
+        # Cursors written before the file cache moved to Postgres also hold "files": dropped.
+        return cls(requested=state.get("requested", {}), removing=state.get("removing", []))
 
     def dump(self) -> str:
-        return json.dumps({"files": self.files, "requested": self.requested, "removing": self.removing},
-                          separators=(",", ":"))
+        return json.dumps({"requested": self.requested, "removing": self.removing}, separators=(",", ":"))
 
 
 def file_sha256(path: Path) -> str:
@@ -68,6 +71,7 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
     files = library.books()
     with postgres.db() as db:
         stored = db.book_hashes()
+        cached = db.library_files()
     partitions = context.instance.get_dynamic_partitions(books_partitions.name)
     ensure_pools(context.instance)  # before the runs it requests start side by side
     for run in reap_dead_runs(context.instance):
@@ -76,20 +80,25 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
         for book_id in books:
             cursor.requested.pop(book_id, None)
 
-    current: dict[str, list] = {}
+    current: dict[str, str] = {}  # book id → sha256 of its file
+    hashed: list[FileHash] = []
     deferred = 0
     for book_id, path in files.items():
         stat = path.stat()
-        known = cursor.files.get(book_id)
-        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
-            current[book_id] = known
+        known = cached.get(book_id)
+        if known and known.size == stat.st_size and known.mtime_ns == stat.st_mtime_ns:
+            current[book_id] = known.sha256
         elif time.monotonic() - started < HASH_BUDGET_SECONDS:
-            current[book_id] = [stat.st_size, stat.st_mtime_ns, file_sha256(path)]
+            hashed.append(FileHash(book_id, stat.st_size, stat.st_mtime_ns, file_sha256(path)))
+            current[book_id] = hashed[-1].sha256
         else:
             deferred += 1
+    # A cache of the files' own bytes: right whatever becomes of this tick's run requests.
+    with postgres.db() as db:
+        db.record_library_files(hashed, [book_id for book_id in cached if book_id not in files])
 
     to_ingest = [
-        book_id for book_id, (_, _, sha) in current.items()
+        book_id for book_id, sha in current.items()
         if stored.get(book_id) != sha and cursor.requested.get(book_id) != sha
     ]
     registered = set(partitions)
@@ -99,7 +108,7 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
     run_requests = [
         RunRequest(
             job_name=ingest_books.name,
-            run_key=f"ingest:{books[0]}..{books[-1]}:{_digest(current[b][2] for b in books)}",
+            run_key=f"ingest:{books[0]}..{books[-1]}:{_digest(current[b] for b in books)}",
             tags=range_tags(books),
         )
         for books in runs
@@ -115,8 +124,9 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
             )
         )
 
-    cursor.files = current
-    cursor.requested = {b: sha for b, sha in cursor.requested.items() if b in files} | {b: current[b][2] for b in to_ingest}
+    # Requested content stays in the cursor until Postgres stores it (or the file changes or goes).
+    cursor.requested = {b: sha for b, sha in cursor.requested.items() if b in files and stored.get(b) != sha} | {
+        b: current[b] for b in to_ingest}
     cursor.removing = sorted((set(cursor.removing) | set(removed)) & known_anywhere)
     context.log.info(
         f"{len(files)} files ({deferred} left to hash next tick): {len(new_partitions)} new, "

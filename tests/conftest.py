@@ -25,7 +25,7 @@ from resources.embedding import EmbeddingModel
 from resources.graph import FalkorDBResource, falkordb_server
 from resources.library import BookLibrary
 from resources.postgres import PostgresResource, embedded, migrate
-from resources.qdrant import QdrantLocalResource
+from resources.qdrant import QdrantEdgeResource
 from resources.settings import PROJECT_ROOT, SAMPLE_LIBRARY_DIR
 
 SHARED_BOOKS = PROJECT_ROOT.parent / "shared" / "corpus" / "dev"
@@ -100,9 +100,9 @@ def graph(state_dir) -> FalkorDBResource:
 
 
 @pytest.fixture
-def qdrant(tmp_path) -> QdrantLocalResource:
+def qdrant(tmp_path) -> QdrantEdgeResource:
     """Qdrant's embedded backend, on disk in a folder of the test's own."""
-    return QdrantLocalResource(path=str(tmp_path / "qdrant"))
+    return QdrantEdgeResource(path=str(tmp_path / "qdrant"))
 
 
 WALLPAPER = "1952_the-yellow-wallpaper"

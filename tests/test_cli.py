@@ -12,7 +12,7 @@ import pytest
 from corpus_assets.checks import graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
 from resources.graph import FalkorDBResource, falkordb_server
 from resources.postgres import PostgresResource
-from resources.qdrant import QdrantLocalResource
+from resources.qdrant import QdrantEdgeResource
 from resources.settings import SAMPLE_LIBRARY_DIR
 
 BOOK = "1952_the-yellow-wallpaper"
@@ -100,7 +100,7 @@ def test_ingests_killed_inside_each_store_write_are_resumed_and_every_store_conv
     env = {**os.environ, "DATABASE_URL": database_url, "CORPUS_STATE_DIR": str(tmp_path / "state"),
            "CORPUS_LIBRARY_DIR": str(tmp_path / "library")}
     monkeypatch.setenv("CORPUS_STATE_DIR", str(tmp_path / "state"))  # the CLI's Qdrant folder and graph server
-    qdrant, graph = QdrantLocalResource(), FalkorDBResource()
+    qdrant, graph = QdrantEdgeResource(), FalkorDBResource()
     with opened(PostgresResource(database_url=database_url)) as postgres:
         _kill_inside_each_store_write(corpus, env, database_url, blocked_store_write, postgres, graph)
 

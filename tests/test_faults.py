@@ -28,7 +28,7 @@ from corpus_assets.checks import graph_chunk_ids, postgres_chunk_ids, qdrant_chu
 from corpus_cli.runs import failure_reason
 from resources.graph import FalkorDBResource, Neo4jResource, falkordb_server
 from resources.postgres import PostgresResource
-from resources.qdrant import QdrantLocalResource, QdrantServerResource
+from resources.qdrant import QdrantEdgeResource, QdrantServerResource
 from resources.settings import SAMPLE_LIBRARY_DIR
 
 ALL_ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
@@ -197,7 +197,7 @@ def test_four_ingest_processes_at_once_on_the_same_stores_converge(tmp_path, dat
             assert run.returncode == 0, run.stdout + run.stderr
 
         monkeypatch.setenv("CORPUS_STATE_DIR", str(tmp_path / "state"))  # the processes' Qdrant folder and graph server
-        qdrant, graph = QdrantLocalResource(), FalkorDBResource()
+        qdrant, graph = QdrantEdgeResource(), FalkorDBResource()
         total = 0
         with opened(PostgresResource(database_url=database_url)) as postgres:
             for book in books:

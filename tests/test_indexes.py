@@ -1,12 +1,14 @@
 """Qdrant, the graph and the asset checks, on the real embedded stores."""
 
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import psycopg
 import pytest
 from dagster import AssetSelection, build_resources, build_schedule_context, instance_for_test, materialize
-from qdrant_client import QdrantClient, models
+from qdrant_edge import EdgeShard, Point, UpdateOperation
 
 from corpus_assets.assets.chunks import book_chunks
 from corpus_assets.assets.embeddings import chunk_embeddings
@@ -74,9 +76,14 @@ def raw_cypher(stores, cypher, params=None):
         db.connection.close()
 
 
-def raw_qdrant(stores) -> QdrantClient:
-    """qdrant-client straight on the test's embedded Qdrant folder, bypassing the store layer."""
-    return QdrantClient(path=stores.qdrant.path)
+@contextmanager
+def raw_qdrant(stores) -> Iterator[EdgeShard]:
+    """The test's Qdrant Edge shard opened straight, bypassing the store layer."""
+    shard = EdgeShard.load(str(stores.qdrant.folder()))
+    try:
+        yield shard
+    finally:
+        shard.close()
 
 
 def evaluations(result):
@@ -145,9 +152,8 @@ def test_an_edited_book_leaves_no_stale_chunks_anywhere(stores, library):
 
 def _delete_a_point(stores, book_id):
     chunk_id = sorted(stores.ids(book_id)[0])[0]
-    client = raw_qdrant(stores)
-    client.delete(stores.qdrant.collection, points_selector=models.PointIdsList(points=[point_id(chunk_id)]))
-    client.close()
+    with raw_qdrant(stores) as shard:
+        shard.update(UpdateOperation.delete_points([point_id(chunk_id)]))
 
 
 def _graph(cypher):
@@ -261,10 +267,9 @@ def test_repair_rewrites_drifted_books_from_postgres_alone_and_removes_orphans(s
     expected = stores.ids(WALLPAPER)
     _delete_a_point(stores, WALLPAPER)
     _graph("MATCH (c:Chunk {book_id: $book_id, ordinal: 3}) DETACH DELETE c")(stores, WALLPAPER)
-    client = raw_qdrant(stores)  # a book only Qdrant and the graph hold (an interrupted removal)
-    client.upsert(stores.qdrant.collection, [models.PointStruct(
-        id=point_id("orphan-chunk"), vector=[1.0] + [0.0] * 383, payload={"book_id": "orphan", "chunk_id": "orphan-chunk"})])
-    client.close()
+    with raw_qdrant(stores) as shard:  # a book only Qdrant and the graph hold (an interrupted removal)
+        shard.update(UpdateOperation.upsert_points([Point(
+            point_id("orphan-chunk"), [1.0] + [0.0] * 383, {"book_id": "orphan", "chunk_id": "orphan-chunk"})]))
     _graph("CREATE (:Book {id: $book_id})<-[:PART_OF]-(:Chunk {id: 'orphan-chunk', book_id: $book_id})")(stores, "orphan")
     failing = evaluations(stores.ingest(WALLPAPER, selection=AssetSelection.checks(*CHECK_KEYS)))
     assert "corpus repair 1952_the-yellow-wallpaper" in failing["qdrant_matches_postgres"].metadata["to repair"].value

@@ -31,7 +31,7 @@ def alembic(url, *args):
 
 def test_upgrade_head_creates_the_schema(database_url):
     migrate(database_url)
-    assert {"books", "chunks", "book_sync", "corpus_alembic_version"} <= tables(database_url)
+    assert {"books", "chunks", "book_sync", "library_files", "corpus_alembic_version"} <= tables(database_url)
     defs = indexes(database_url)
     hnsw = defs["chunks_embedding_hnsw_idx"]
     assert "USING hnsw (embedding vector_cosine_ops)" in hnsw
@@ -49,7 +49,9 @@ def test_upgrade_head_creates_the_schema(database_url):
 def test_alembic_command_line_upgrades_and_downgrades(database_url):
     alembic(database_url, "upgrade", "head")
     assert {"books", "chunks", "book_sync"} <= tables(database_url)
-    assert "0004 (head)" in alembic(database_url, "current").stdout
+    assert f"{head_revision()} (head)" in alembic(database_url, "current").stdout
+    alembic(database_url, "downgrade", "0004")
+    assert "library_files" not in tables(database_url)
     alembic(database_url, "downgrade", "0002")
     assert "ef_construction='64'" in indexes(database_url)["chunks_embedding_hnsw_idx"]
     alembic(database_url, "downgrade", "0001")

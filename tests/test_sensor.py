@@ -1,5 +1,8 @@
 """The library sensor on a real instance: new, changed, unchanged, failing and removed books."""
 
+import hashlib
+import json
+
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 
@@ -53,7 +56,7 @@ def ranges(result):
     return [(r.tags.get(RANGE_START_TAG), r.tags.get(RANGE_END_TAG)) for r in result.run_requests]
 
 
-def test_new_unchanged_changed_and_removed_books(world, library):
+def test_new_unchanged_changed_and_removed_books(world, library, book_resources, opened):
     instance, tick, run, ids = world
 
     first = tick()  # a new book: a partition and one run
@@ -63,9 +66,17 @@ def test_new_unchanged_changed_and_removed_books(world, library):
     original = ids(WALLPAPER)[0]
     assert original and ids(WALLPAPER) == (original, original, original)
 
-    assert tick().run_requests == []  # nothing changed: no run
-
+    idle = tick()
+    assert idle.run_requests == []  # nothing changed: no run
+    # Dagster keeps every tick's cursor: it holds nothing once the book is stored; the file cache is in Postgres.
+    assert json.loads(idle.cursor) == {"requested": {}, "removing": []}
+    with opened(book_resources["postgres"]) as postgres, postgres.db() as db:
+        cached = db.library_files()
     path = library / f"{WALLPAPER}.txt"
+    assert list(cached) == [WALLPAPER]
+    assert cached[WALLPAPER].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert cached[WALLPAPER].size == path.stat().st_size
+
     path.write_text(path.read_text(encoding="utf-8").replace("John", "Johnny"), encoding="utf-8")
     (library / "another.txt").write_text("A second book.\n\n" + "It has a few words. " * 200, encoding="utf-8")
     changed = tick()  # the edited book and the new one, adjacent in partition order: one run
@@ -84,6 +95,8 @@ def test_new_unchanged_changed_and_removed_books(world, library):
     assert ids("another")[0]  # the other book is untouched
     assert instance.get_dynamic_partitions(books_partitions.name) == ["another"]
     assert tick().run_requests == []
+    with opened(book_resources["postgres"]) as postgres, postgres.db() as db:
+        assert list(db.library_files()) == ["another"]  # the deleted file is forgotten
 
 
 def test_a_failing_book_is_not_requested_again_until_its_file_changes(world, library):

@@ -21,7 +21,7 @@ from resources.qdrant.collection import point_id
     deps=["pgvector_chunks"],  # Postgres, the source of truth, is written first
     group_name="indexes",
     retry_policy=STORE_RETRY,
-    pool=QDRANT_POOL,  # the embedded backend allows one process per folder: writers take turns
+    pool=QDRANT_POOL,  # the embedded backend allows one holder per shard folder: writers take turns
 )
 def qdrant_points(
     context: AssetExecutionContext,
@@ -70,9 +70,3 @@ def qdrant_points(
             }
 
         for_each_book(context, context.partition_keys, write)
-        total, comfortable = collection.count(), qdrant.comfortable_points
-        if comfortable and total > comfortable:
-            context.log.warning(
-                f"Qdrant's {collection.backend} backend holds {total:,} points (comfortable up to {comfortable:,}): "
-                "it loads them all on every open and searches by brute force. Set QDRANT_URL to use a server."
-            )

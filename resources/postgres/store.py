@@ -98,6 +98,14 @@ class BookSummary:
 
 
 @dataclass(frozen=True)
+class FileHash:
+    book_id: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class IndexState:
     exists: bool
     valid: bool
@@ -141,6 +149,27 @@ class CorpusDB:
 
     def book_ids(self) -> list[str]:
         return [row[0] for row in self.conn.execute("SELECT id FROM books ORDER BY id")]
+
+    # --- the library sensor's file cache -----------------------------------------------------
+
+    def library_files(self) -> dict[str, FileHash]:
+        """What the sensor last saw of each book file (a cache: a file's bytes decide, not this)."""
+        with self.conn.cursor(row_factory=class_row(FileHash)) as cur:
+            return {row.book_id: row for row in cur.execute(
+                "SELECT book_id, size, mtime_ns, sha256 FROM library_files")}
+
+    def record_library_files(self, seen: Sequence[FileHash], gone: Sequence[str]) -> None:
+        """Upsert the files hashed this tick and forget the files no longer in the library."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            if seen:
+                cur.executemany(
+                    "INSERT INTO library_files (book_id, size, mtime_ns, sha256) VALUES (%s, %s, %s, %s) "
+                    "ON CONFLICT (book_id) DO UPDATE SET size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns, "
+                    "sha256 = EXCLUDED.sha256",
+                    [(f.book_id, f.size, f.mtime_ns, f.sha256) for f in seen],
+                )
+            if gone:
+                cur.execute("DELETE FROM library_files WHERE book_id = ANY(%s)", (list(gone),))
 
     def chunk_counts(self, book_ids: Sequence[str]) -> dict[str, int]:
         """The chunk count each book's row records (books not stored are absent)."""

@@ -1,11 +1,11 @@
 """Qdrant: every call corpus makes to it, behind one interface (`collection.QdrantCollection`).
 
 `QdrantServerResource` talks to a server (`QDRANT_URL`) through qdrant-client; its client lives from
-`setup_for_execution` to `teardown_after_execution`. `QdrantLocalResource` is the embedded default,
-qdrant-client's local mode in the state folder: it locks its folder to one process, so it is opened
-only for one piece of work, writers are serialized by the `qdrant` concurrency pool, and opening
-retries while another process holds the folder. The Definitions choose one; assets, checks, search,
-repair and status only see `QdrantCollection`.
+`setup_for_execution` to `teardown_after_execution`. `QdrantEdgeResource` is the embedded default,
+Qdrant Edge (the server's engine in-process) in the state folder: one holder per shard folder, so
+it is opened only for one piece of work, writers are serialized by the `qdrant` concurrency pool,
+and opening retries while another holder has the folder. The Definitions choose one; assets,
+checks, search, repair and status only see `QdrantCollection`.
 """
 
 from collections.abc import Iterator
@@ -16,16 +16,12 @@ from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ApiException, ResponseHandlingException
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from resources import settings
 from resources.errors import reaching
 from resources.qdrant.client import ClientCollection
 from resources.qdrant.collection import QdrantCollection
-
-# Local mode reads every point into memory on open and searches by brute force; past this size a
-# Qdrant server is the right tool.
-LOCAL_MODE_COMFORTABLE_POINTS = 20_000
+from resources.qdrant.edge import EdgeCollection
 
 
 class QdrantResource(ConfigurableResource):
@@ -33,11 +29,6 @@ class QdrantResource(ConfigurableResource):
 
     collection: str = Field(default="chunks", description="Collection holding one point per chunk.")
     hnsw_ef_construct: int = Field(default=128, description="HNSW build effort.")
-
-    @property
-    def comfortable_points(self) -> int | None:
-        """Points past which this backend should warn (None: no limit)."""
-        return None
 
     @contextmanager
     def open(self) -> Iterator[QdrantCollection]:
@@ -69,31 +60,27 @@ class QdrantServerResource(QdrantResource):
         yield ClientCollection(self._client, self.collection, "server", self.hnsw_ef_construct)
 
 
-def _folder_is_locked(error: BaseException) -> bool:
-    return isinstance(error, RuntimeError) and "already accessed by another instance" in str(error)
+class QdrantEdgeResource(QdrantResource):
+    """Qdrant Edge (Qdrant's engine in-process) in a shard folder, one holder at a time."""
 
+    path: str | None = Field(default=None, description="Shard folders; unset: `qdrant-edge/` in the state folder.")
+    hnsw_ef: int = Field(default_factory=lambda: settings.current().ef_search,
+                         description="HNSW search effort (env CORPUS_EF_SEARCH, shared with pgvector).")
 
-class QdrantLocalResource(QdrantResource):
-    """qdrant-client's local mode in a folder (one process at a time)."""
+    def folder(self) -> Path:
+        return (Path(self.path) if self.path else settings.current().state_dir / "qdrant-edge") / self.collection
 
-    path: str | None = Field(default=None, description="Local-mode folder; unset: `qdrant/` in the state folder.")
-
-    @property
-    def comfortable_points(self) -> int | None:
-        return LOCAL_MODE_COMFORTABLE_POINTS
+    def setup_for_execution(self, context: InitResourceContext | None = None) -> None:
+        legacy = settings.current().state_dir / "qdrant" / "collection" / self.collection
+        if context is not None and context.log is not None and legacy.exists() and not self.folder().exists():
+            context.log.warning(
+                f"Qdrant's embedded store is now Qdrant Edge ({self.folder()}); the local-mode data in {legacy} "
+                "is no longer read. The next ingest (or `corpus repair`) rebuilds Qdrant from Postgres; then "
+                f"delete {legacy.parent.parent}."
+            )
 
     @contextmanager
     def open(self) -> Iterator[QdrantCollection]:
-        """The collection for one piece of work; local mode holds the folder lock until closed."""
-        client = self._open_client()
-        try:
-            yield ClientCollection(client, self.collection, "local", self.hnsw_ef_construct)
-        finally:
-            client.close()
-
-    @retry(retry=retry_if_exception(_folder_is_locked), wait=wait_exponential(multiplier=0.2, max=5),
-           stop=stop_after_delay(120), reraise=True)
-    def _open_client(self) -> QdrantClient:
-        folder = Path(self.path) if self.path else settings.current().state_dir / "qdrant"
-        folder.mkdir(parents=True, exist_ok=True)
-        return QdrantClient(path=str(folder))
+        """The collection for one piece of work: the shard is held only inside the `with`."""
+        with EdgeCollection(self.folder(), self.hnsw_ef_construct, self.hnsw_ef) as collection:
+            yield collection

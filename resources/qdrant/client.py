@@ -1,6 +1,5 @@
-"""The collection through qdrant-client: a Qdrant server, or qdrant-client's local mode."""
+"""The collection on a Qdrant server, through qdrant-client."""
 
-import warnings
 from collections.abc import Collection, Sequence
 
 import numpy as np
@@ -34,10 +33,7 @@ class ClientCollection:
             vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
             hnsw_config=models.HnswConfigDiff(m=HNSW_M, ef_construct=self._ef_construct),
         )
-        with warnings.catch_warnings():
-            # Local mode warns that payload indexes have no effect there; a server needs this one.
-            warnings.filterwarnings("ignore", message=".*[Pp]ayload index.*", category=UserWarning)
-            self.client.create_payload_index(self.name, "book_id", models.PayloadSchemaType.KEYWORD)
+        self.client.create_payload_index(self.name, "book_id", models.PayloadSchemaType.KEYWORD)
 
     def upsert(self, chunks: Sequence[ChunkLike], vectors: np.ndarray) -> None:
         for start in range(0, len(chunks), UPLOAD_BATCH):
@@ -65,7 +61,7 @@ class ClientCollection:
         return count
 
     def points_per_book(self, book_ids: Sequence[str]) -> dict[str, int]:
-        """How many points each book has, in one request (local mode filters in Python: a pass per request)."""
+        """How many points each book has, in one request."""
         counts = dict.fromkeys(book_ids, 0)
         if not book_ids or not self.client.collection_exists(self.name):
             return counts
@@ -80,7 +76,6 @@ class ClientCollection:
             return found
         offset = None
         while True:
-            # Large pages: local mode filters every point in Python once per page.
             points, offset = self.client.scroll(self.name, scroll_filter=_books_filter(book_ids), limit=10_000,
                                                 offset=offset, with_payload=["book_id", "chunk_id"], with_vectors=False)
             for point in points:

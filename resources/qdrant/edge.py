@@ -1,0 +1,172 @@
+"""The collection in Qdrant Edge: Qdrant's own engine (segments, HNSW, payload indexes) in-process,
+in a shard folder. Edge is beta and its Python API moves between releases: the version is pinned.
+
+One `EdgeShard` may hold a folder at a time (a second open, even in this process, fails with
+`WouldBlock`), so a shard is opened for one piece of work and closed after it (`with EdgeCollection(...)`).
+Edge has no background optimizer: a piece of work that wrote runs `optimize()` before closing, which
+indexes the segments that outgrew the indexing threshold (HNSW) and merges small ones.
+"""
+
+import uuid
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+import numpy as np
+from qdrant_edge import (
+    CountRequest,
+    Distance,
+    EdgeConfig,
+    EdgeShard,
+    EdgeVectorParams,
+    FacetRequest,
+    FieldCondition,
+    Filter,
+    HasIdCondition,
+    HnswIndexConfig,
+    MatchAny,
+    MatchValue,
+    PayloadSchemaType,
+    Point,
+    Query,
+    QueryRequest,
+    ScrollRequest,
+    SearchParams,
+    UpdateOperation,
+)
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from resources.qdrant.collection import HNSW_M, UPLOAD_BATCH, ChunkLike, PointHit, payload, point_id
+
+# Below this many points a segment is searched exactly (Qdrant's default is 10,000 KB of vectors).
+FULL_SCAN_THRESHOLD = 10_000
+# Edge's config file in a shard folder: present once the shard was created.
+_CONFIG_FILE = "edge_config.json"
+
+
+def _books_filter(book_ids: Sequence[str]) -> Filter:
+    return Filter(must=[FieldCondition(key="book_id", match=MatchAny(list(book_ids)))])
+
+
+def _book_filter(book_id: str) -> Filter:
+    return Filter(must=[FieldCondition(key="book_id", match=MatchValue(book_id))])
+
+
+def _held_elsewhere(error: BaseException) -> bool:
+    """The folder is open in another EdgeShard (this process or another): worth waiting for."""
+    return "WouldBlock" in str(error)
+
+
+class EdgeCollection:
+    """The collection in `folder` for one piece of work (`with`): loaded on entry (waiting while
+    another holder has the folder), optimized if written, flushed and closed on exit."""
+
+    backend = "edge"
+
+    def __init__(self, folder: Path, ef_construct: int, ef_search: int):
+        self._folder, self._ef_construct, self._ef_search = folder, ef_construct, ef_search
+        self._shard: EdgeShard | None = None
+        self._written = False
+
+    def __enter__(self) -> "EdgeCollection":
+        if (self._folder / _CONFIG_FILE).exists():
+            self._shard = _load(self._folder)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._shard is None:
+            return
+        try:
+            if self._written:
+                self._shard.optimize()
+                self._shard.flush()
+        finally:
+            self._shard.close()
+            self._shard = None
+
+    def ensure_collection(self, dimension: int) -> None:
+        """Create the shard and its `book_id` payload index before the first upload. An existing
+        shard of another dimension refuses the upsert ("Vector dimension error: expected dim ...")."""
+        if self._shard is not None:
+            return
+        self._folder.mkdir(parents=True, exist_ok=True)
+        config = EdgeConfig(
+            vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine),
+            hnsw_config=HnswIndexConfig(m=HNSW_M, ef_construct=self._ef_construct,
+                                        full_scan_threshold=FULL_SCAN_THRESHOLD),
+        )
+        self._shard = EdgeShard.create(str(self._folder), config)
+        self._shard.update(UpdateOperation.create_field_index("book_id", PayloadSchemaType.Keyword))
+
+    def upsert(self, chunks: Sequence[ChunkLike], vectors: np.ndarray) -> None:
+        for start in range(0, len(chunks), UPLOAD_BATCH):
+            batch = zip(chunks[start : start + UPLOAD_BATCH], vectors[start : start + UPLOAD_BATCH], strict=True)
+            self._shard.update(UpdateOperation.upsert_points(
+                [Point(point_id(c.id), v.tolist(), payload(c)) for c, v in batch]))
+        self._written = True
+
+    def delete_book_except(self, book_id: str, keep_chunk_ids: Collection[str]) -> int:
+        keep = {uuid.UUID(point_id(c)) for c in keep_chunk_ids}
+        return self._delete(Filter(must=[FieldCondition(key="book_id", match=MatchValue(book_id))],
+                                   must_not=[HasIdCondition(keep)] if keep else None))
+
+    def delete_book(self, book_id: str) -> int:
+        return self._delete(_book_filter(book_id)) if self._shard is not None else 0
+
+    def _delete(self, selection: Filter) -> int:
+        count = self._shard.count(CountRequest(exact=True, filter=selection))
+        if count:
+            self._shard.update(UpdateOperation.delete_points_by_filter(selection))
+            self._written = True
+        return count
+
+    def points_per_book(self, book_ids: Sequence[str]) -> dict[str, int]:
+        counts = dict.fromkeys(book_ids, 0)
+        if not book_ids or self._shard is None:
+            return counts
+        hits = self._shard.facet(FacetRequest(key="book_id", limit=len(book_ids), exact=True,
+                                              filter=_books_filter(book_ids))).hits
+        return counts | {hit.value: hit.count for hit in hits}
+
+    def chunk_ids_per_book(self, book_ids: Sequence[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {book_id: set() for book_id in book_ids}
+        if not book_ids or self._shard is None:
+            return found
+        offset = None
+        while True:
+            records, offset = self._shard.scroll(ScrollRequest(
+                offset=offset, limit=10_000, filter=_books_filter(book_ids), with_payload=["book_id", "chunk_id"],
+                with_vector=False))
+            for record in records:
+                found[record.payload["book_id"]].add(record.payload["chunk_id"])
+            if offset is None:
+                return found
+
+    def book_ids(self) -> set[str]:
+        if self._shard is None:
+            return set()
+        return {hit.value for hit in self._shard.facet(FacetRequest(key="book_id", limit=1_000_000, exact=True)).hits}
+
+    def count(self) -> int:
+        return self._shard.count(CountRequest(exact=True)) if self._shard is not None else 0
+
+    def status(self) -> str:
+        """"missing" without a shard; "green" with its `book_id` payload index (what filters need)."""
+        if self._shard is None:
+            return "missing"
+        return "green" if "book_id" in self._shard.info().payload_schema else "yellow"
+
+    def search(self, vector: np.ndarray, limit: int, book_id: str | None = None) -> list[PointHit]:
+        if self._shard is None:
+            return []
+        points = self._shard.query(QueryRequest(
+            limit=limit, query=Query.Nearest(vector.tolist()), filter=_book_filter(book_id) if book_id else None,
+            with_payload=True, params=SearchParams(hnsw_ef=self._ef_search)))
+        return [PointHit(p.payload["chunk_id"], p.payload["book_id"], p.payload["chapter"], p.payload["ordinal"],
+                         p.payload["text"], p.score) for p in points]
+
+
+@retry(retry=retry_if_exception(_held_elsewhere), wait=wait_exponential(multiplier=0.1, max=2),
+       stop=stop_after_delay(120), reraise=True)
+def _load(folder: Path) -> EdgeShard:
+    return EdgeShard.load(str(folder))
+

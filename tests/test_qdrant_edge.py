@@ -1,0 +1,82 @@
+"""Qdrant Edge, the embedded Qdrant, through the store layer: past its exact-search size, shared
+between holders, and its point bookkeeping (the pipeline's own tests run on it end to end)."""
+
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+from qdrant_edge import EdgeShard
+
+from resources.qdrant import QdrantEdgeResource
+from resources.qdrant.edge import FULL_SCAN_THRESHOLD
+
+DIMENSION = 384
+
+
+def _chunks(book_id: str, count: int) -> list[SimpleNamespace]:
+    return [SimpleNamespace(id=f"{book_id}-{i}", book_id=book_id, ordinal=i, chapter="One", text=f"text {i}")
+            for i in range(count)]
+
+
+def _vectors(count: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).normal(size=(count, DIMENSION)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_a_collection_past_the_exact_search_size_is_indexed_and_every_point_is_found(qdrant: QdrantEdgeResource):
+    big, small = _chunks("big", FULL_SCAN_THRESHOLD + 2_000), _chunks("small", 50)
+    big_vectors, small_vectors = _vectors(len(big), 1), _vectors(len(small), 2)
+    with qdrant.open() as collection:
+        assert collection.status() == "missing" and collection.count() == 0
+        collection.ensure_collection(DIMENSION)
+        collection.upsert(big, big_vectors)
+        collection.upsert(small, small_vectors)
+        collection.upsert(small, small_vectors)  # a re-run overwrites, never duplicates
+
+    shard = EdgeShard.load(str(qdrant.folder()))  # closed above after building its HNSW index
+    try:
+        assert shard.info().indexed_vectors_count >= FULL_SCAN_THRESHOLD
+    finally:
+        shard.close()
+
+    with qdrant.open() as collection:
+        assert collection.status() == "green"
+        assert collection.count() == len(big) + len(small)
+        assert collection.points_per_book(["big", "small", "absent"]) == {"big": len(big), "small": 50, "absent": 0}
+        ids = collection.chunk_ids_per_book(["big", "small"])  # more than one scroll page
+        assert ids == {"big": {c.id for c in big}, "small": {c.id for c in small}}
+        assert collection.book_ids() == {"big", "small"}
+        for row in (0, 7_777, len(big) - 1):
+            hit = collection.search(big_vectors[row], limit=1)[0]
+            assert (hit.chunk_id, hit.book_id) == (big[row].id, "big") and hit.score > 0.999
+        within = collection.search(big_vectors[3], limit=10, book_id="small")
+        assert len(within) == 10 and {hit.book_id for hit in within} == {"small"}
+
+        assert collection.delete_book_except("small", [c.id for c in small[:20]]) == 30
+        assert collection.delete_book("big") == len(big)
+        assert collection.points_per_book(["big", "small"]) == {"big": 0, "small": 20}
+
+
+def test_a_second_holder_waits_for_the_shard_instead_of_failing(qdrant: QdrantEdgeResource):
+    with qdrant.open() as collection:
+        collection.ensure_collection(DIMENSION)
+        collection.upsert(_chunks("one", 5), _vectors(5, 3))
+    held = threading.Event()
+
+    def writer():
+        with qdrant.open() as collection:
+            held.set()
+            time.sleep(1.5)
+            collection.upsert(_chunks("two", 5), _vectors(5, 4))
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert held.wait(30)
+    started = time.monotonic()
+    with qdrant.open() as collection:  # the same process: Edge refuses a second open (WouldBlock) until closed
+        waited = time.monotonic() - started
+        # Only after the writer closed: its points are all there.
+        assert collection.points_per_book(["one", "two"]) == {"one": 5, "two": 5}
+    thread.join()
+    assert waited > 0.5
