@@ -9,6 +9,7 @@ from dagster import DagsterInstance
 
 from corpus_assets.jobs import migrate_corpus_db
 from resources.errors import SchemaOutOfDate
+from resources.graph import falkordb_server
 from resources.postgres import PostgresResource, head_revision, migrate
 from resources.settings import PROJECT_ROOT
 
@@ -83,6 +84,13 @@ def test_the_cli_names_the_migration_step_in_one_line(empty_database_url, tmp_pa
     corpus = os.path.join(os.path.dirname(sys.executable), "corpus")
     env = {**os.environ, "DATABASE_URL": empty_database_url, "CORPUS_STATE_DIR": str(tmp_path / "state"),
            "COLUMNS": "300"}
+    try:
+        _refused_then_migrated(corpus, env)
+    finally:
+        falkordb_server.stop_server(tmp_path / "state" / "falkordb")  # `corpus status` started it
+
+
+def _refused_then_migrated(corpus: str, env: dict) -> None:
     refused = subprocess.run([corpus, "status"], env=env, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2
     output = refused.stdout + refused.stderr

@@ -57,7 +57,7 @@ class QdrantServerResource(QdrantResource):
             raise RuntimeError("QdrantServerResource used outside execution: open it with dagster.build_resources")
         with reaching("Qdrant", self.url, ResponseHandlingException, ApiException):
             self._client.get_collections()  # fail here, naming the server, rather than mid-write
-        yield ClientCollection(self._client, self.collection, "server", self.hnsw_ef_construct)
+        yield ClientCollection(self._client, self.collection, self.hnsw_ef_construct)
 
 
 class QdrantEdgeResource(QdrantResource):

@@ -18,8 +18,10 @@ def _book_filter(book_id: str) -> models.Filter:
 
 
 class ClientCollection:
-    def __init__(self, client: QdrantClient, name: str, backend: str, ef_construct: int):
-        self.client, self.name, self.backend, self._ef_construct = client, name, backend, ef_construct
+    backend = "server"
+
+    def __init__(self, client: QdrantClient, name: str, ef_construct: int):
+        self.client, self.name, self._ef_construct = client, name, ef_construct
 
     def ensure_collection(self, dimension: int) -> None:
         """Create the collection and its `book_id` payload index before the first upload."""
