@@ -52,43 +52,130 @@ def register() -> None:
 
 @app.command()
 def ingest(
-    books: Annotated[list[str] | None, typer.Argument(help="Book ids; default: every registered book.")] = None,
+    books: Annotated[list[str] | None, typer.Argument(help="Book ids to run again; default: the library's plan "
+                                                           "(new and changed files in, deleted files out).")] = None,
     books_per_run: Annotated[int, typer.Option(help="Books per Dagster run.")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Dagster's log of each run, with a failed "
+                                                                   "step's traceback.")] = False,
 ) -> None:
-    """Register new books, then run them through every stage, several books per Dagster run."""
+    """Bring the stores in line with the library folder, as the library sensor does: new and changed
+    books are ingested (several per Dagster run; a bad book fails alone), deleted files' books are
+    removed, unchanged books are skipped. Ends with a summary; exit code 1 if some book failed."""
     from corpus_assets.batches import reap_dead_runs
-    from corpus_assets.partitions import BOOKS_PER_RUN
-    from corpus_cli.instance import instance
+    from corpus_assets.library_plan import books_in_flight, plan_library, record_failed_run, scan_library
+    from corpus_assets.partitions import BOOKS_PER_RUN, books_partitions
+    from corpus_cli.instance import code_location_resources, instance
     from corpus_cli.runs import ingest_in_runs
+    from resources.library import BookLibrary
 
     migrate()
-    register()
-    for run in reap_dead_runs(instance()):
+    dagster = instance()
+    for run in reap_dead_runs(dagster):
         console.print(f"[yellow]run {run.run_id} had died (its process is gone): marked failed[/yellow]")
+    library = BookLibrary()
+    files = library.books()
+    partitions = dagster.get_dynamic_partitions(books_partitions.name)
     started = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("books"),
-        TimeElapsedColumn(), console=console,
-    ) as progress:
-        task = progress.add_task("ingest", total=None)
-        results = ingest_in_runs(
-            instance(),
-            books,
-            books_per_run or BOOKS_PER_RUN,
-            on_start=lambda total: progress.update(task, total=total),
-            on_run_done=lambda run: progress.advance(task, len(run.book_ids)),
-        )
-    failed = [run for run in results if not run.success]
-    for run in failed:
-        console.print(
-            f"[red]run {run.run_id} failed for books {', '.join(run.book_ids)}:[/red] {run.error}", soft_wrap=True
-        )
-    console.print(
-        f"ingested {sum(len(r.book_ids) for r in results if r.success)} books in "
-        f"{time.perf_counter() - started:.1f} s ({len(results)} runs, {len(failed)} failed)"
-    )
-    if failed:
+    with code_location_resources("postgres") as stores, stores.postgres.db() as db:
+        scan = scan_library(files, db)
+        plan = plan_library(scan, db.book_ids(), db.complete_book_hashes(), partitions, db.book_failures(),
+                            books_in_flight(dagster, partitions))
+        if books:
+            unknown = [book for book in books if book not in scan.current and book not in partitions]
+            if unknown:
+                console.print(f"[red]corpus: no such book: {', '.join(unknown)}[/red] (`corpus status` lists them)",
+                              soft_wrap=True)
+                raise typer.Exit(2)
+        elif plan.vanished:
+            _remove(plan.vanished, "its file is gone")
+        if plan.new_partitions:
+            dagster.add_dynamic_partitions(books_partitions.name, plan.new_partitions)
+        console.print(f"{len(files)} book files in {library.root()}; {len(plan.new_partitions)} newly registered",
+                      soft_wrap=True)
+        to_run = list(books) if books else plan.ingest
+        db.forget_book_failures(to_run)  # tried again: a new failure is recorded if it fails again
+        with Progress(
+            TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("books"),
+            TimeElapsedColumn(), console=console, transient=True,
+        ) as progress:
+            task = progress.add_task("ingest", total=None)
+            outcome = ingest_in_runs(
+                dagster, to_run, books_per_run or BOOKS_PER_RUN,
+                record_failures=lambda run: record_failed_run(db, dagster, run, [*partitions, *plan.new_partitions], scan.current),
+                verbose=verbose,
+                on_start=lambda total: progress.update(task, total=total),
+                on_books_done=lambda count: progress.advance(task, count),
+            )
+    held_back = {} if books else plan.held_back
+    _print_ingest_summary(outcome, plan, held_back, bool(books), time.perf_counter() - started)
+    if verbose:
+        _print_step_errors(dagster, [run.run_id for run in outcome.runs if not run.success])
+    if outcome.failed:
         raise typer.Exit(1)
+
+
+def _print_ingest_summary(outcome, plan, held_back: dict, explicit: bool, seconds: float) -> None:
+    failed_runs = sum(1 for run in outcome.runs if not run.success)
+    unchanged = "" if explicit else f", {len(plan.unchanged)} unchanged"
+    removed = "" if explicit else f", {len(plan.vanished)} removed"
+    busy = f", {len(plan.in_flight)} left to the runs already on them" if plan.in_flight and not explicit else ""
+    console.print(
+        f"ingested {len(outcome.ingested)} books{unchanged}{removed}, {len(outcome.failed)} failed{busy} "
+        f"in {seconds:.1f} s ({len(outcome.runs)} runs, {failed_runs} failed)", soft_wrap=True,
+    )
+    rows = [(book, f.stage, f.problem, "") for book, f in outcome.failed.items()]
+    rows += [(book, f.stage, f.problem, "held back: failed before, file unchanged") for book, f in held_back.items()]
+    if rows:
+        table = Table(title="books not ingested", title_justify="left")
+        for column in ("book", "stage", "reason", "note"):
+            table.add_column(column, overflow="fold")
+        for book, stage, problem, note in rows:
+            table.add_row(book, stage, " ".join(problem.split())[:300], note)
+        console.print(table)
+        console.print("each failed run's full log: `corpus ingest --verbose`, or the run in the Dagster UI (`make dev`)")
+
+
+def _print_step_errors(dagster, run_ids: list[str]) -> None:
+    from dagster import DagsterEventType
+
+    for run_id in run_ids:
+        for record in dagster.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+            error = record.dagster_event.step_failure_data.error
+            console.print(f"[bold]run {run_id}, step {record.step_key}[/bold]", soft_wrap=True)
+            console.print(error.to_string() if error else record.message, highlight=False, soft_wrap=True)
+
+
+def _remove(book_ids: list[str], why: str) -> None:
+    from corpus_cli.instance import instance
+    from corpus_cli.runs import remove_in_run
+
+    result = remove_in_run(instance(), book_ids)
+    if not result.success:
+        console.print(f"[red]removal run {result.run_id} failed for {', '.join(book_ids)}:[/red] {result.error}",
+                      soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"removed {len(book_ids)} books ({why}): {', '.join(book_ids)}", soft_wrap=True)
+
+
+@app.command()
+def remove(books: Annotated[list[str], typer.Argument(help="Book ids to remove.")]) -> None:
+    """Remove books from Postgres, Qdrant, the graph and the artifacts, then their partitions."""
+    from corpus_assets.partitions import books_partitions
+    from corpus_cli.instance import code_location_resources, instance
+    from resources.library import BookLibrary
+
+    with code_location_resources("postgres") as stores, stores.postgres.db() as db:
+        known = set(db.book_ids()) | set(instance().get_dynamic_partitions(books_partitions.name))
+    unknown = [book_id for book_id in books if book_id not in known]
+    if unknown:
+        console.print(f"[red]corpus: no such book: {', '.join(unknown)}[/red] (`corpus status` lists them)", soft_wrap=True)
+        raise typer.Exit(2)
+    _remove(list(books), "as asked")
+    files = BookLibrary().books()
+    for book_id in books:
+        if book_id in files:
+            console.print(f"[yellow]{book_id}: its file {files[book_id].name} is still in the library: the next "
+                          "ingest (or the sensor) adds it again[/yellow]", soft_wrap=True)
 
 
 @app.command()
@@ -105,6 +192,8 @@ def status(
 
     with code_location_resources("postgres", "qdrant", "graph") as stores:
         stats = corpus_summary(stores.postgres, stores.qdrant, stores.graph)
+        with stores.postgres.db() as db:
+            failures = db.book_failures()
     table = Table(title=f"corpus: {len(stats.books):,} books")
     columns = {
         "chapters": lambda b: b.book.chapters, "tokens": lambda b: b.book.tokens, "pgvector": lambda b: b.book.chunks,
@@ -133,6 +222,14 @@ def status(
         run = runs[0]
         ended = datetime.fromtimestamp(run.end_time or run.create_timestamp.timestamp()).strftime("%Y-%m-%d %H:%M:%S")
         console.print(f"last ingest run: {run.dagster_run.run_id[:8]} {run.dagster_run.status.value} at {ended}")
+    if failures:
+        failed = Table(title=f"{len(failures)} books failed in their last run", title_justify="left")
+        for column in ("book", "stage", "reason", "retried"):
+            failed.add_column(column, overflow="fold")
+        for f in failures.values():
+            failed.add_row(f.book_id, f.stage, " ".join(f.problem.split())[:300],
+                           "when its file changes" if f.bad_input else "by the next ingest or sensor tick")
+        console.print(failed)
     failing = failing_checks(dagster)
     for check in failing:
         console.print(f"[red]failing check[/red] {check.asset}/{check.name}: {check.details}", soft_wrap=True)
@@ -194,7 +291,7 @@ def repair(
 @app.command()
 def demo() -> None:
     """Ingest the library (the sample books by default), show what was stored and search it."""
-    ingest(None, 0)
+    ingest(None, 0, verbose=False)
     status(max_books=50)
     for store in ("pgvector", "qdrant"):
         console.print()
@@ -237,6 +334,8 @@ def main() -> None:
 
     # Dagster 1.13 itself re-creates sensors with `owners` when it resolves their jobs, and warns that
     # the parameter is beta; the project sets no owners, so the CLI's users are spared the line.
+    # The model's weight-loading progress bar is noise beside the ingest's own.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", message="Parameter `owners` of initializer `SensorDefinition", category=BetaWarning)
     try:
         app()

@@ -3,13 +3,17 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dagster import DagsterEventType, DagsterInstance
+from dagster import DagsterEventType, DagsterInstance, DagsterRun
 
 from corpus_assets.batches import ensure_pools, partition_ranges, range_tags
 from corpus_assets.definitions import defs
+from corpus_assets.library_plan import failure_reason
 from corpus_assets.partitions import books_partitions
+from resources.postgres.store import BookFailure
 
-# Step-level DEBUG events stay in the event log; the terminal shows INFO and above.
+# The terminal shows a progress bar and a summary; Dagster's own console log (INFO and up, with a
+# failed step's traceback) only with `--verbose`. Every event stays in the run's event log.
+_QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 _INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
@@ -21,30 +25,72 @@ class IngestRun:
     error: str | None
 
 
+@dataclass(frozen=True)
+class IngestOutcome:
+    runs: list[IngestRun]
+    ingested: list[str]
+    failed: dict[str, BookFailure]  # each failed book's stage and problem
+
+
 def ingest_in_runs(
     instance: DagsterInstance,
-    book_ids: list[str] | None,
+    book_ids: list[str],
     per_run: int,
+    record_failures: Callable[[DagsterRun], dict[str, BookFailure]],
+    verbose: bool = False,
     on_start: Callable[[int], None] = lambda total: None,
-    on_run_done: Callable[[IngestRun], None] = lambda run: None,
-) -> list[IngestRun]:
-    """Run `ingest_books` for the books (default: all registered), `per_run` books per run."""
+    on_books_done: Callable[[int], None] = lambda count: None,
+) -> IngestOutcome:
+    """Run `ingest_books` for the books, `per_run` books per run; a bad book never holds back another.
+
+    Dagster fails a multi-partition run as a whole (dagster#17836): when a run fails, the books it
+    failed for are recorded (`record_failures`) and its other books run again without them. They
+    cost little the second time: their embeddings come from the cache and unchanged writes are skipped.
+    """
     job = defs.resolve_job_def("ingest_books")
     ensure_pools(instance)
     all_keys = instance.get_dynamic_partitions(books_partitions.name)
-    runs = partition_ranges(all_keys, book_ids or all_keys, per_run)
-    on_start(sum(len(run) for run in runs))
-    results = []
-    for books in runs:
+    queue = partition_ranges(all_keys, book_ids, per_run)
+    on_start(sum(len(books) for books in queue))
+    runs: list[IngestRun] = []
+    ingested: list[str] = []
+    failed: dict[str, BookFailure] = {}
+    while queue:
+        books = queue.pop(0)
         result = job.execute_in_process(
-            instance=instance,
-            tags=range_tags(books),
-            raise_on_error=False,
-            run_config=_INFO_LOGS,
+            instance=instance, tags=range_tags(books), raise_on_error=False,
+            run_config=_INFO_LOGS if verbose else _QUIET_LOGS,
         )
-        results.append(IngestRun(result.run_id, books, result.success, _failure_reason(result)))
-        on_run_done(results[-1])
-    return results
+        runs.append(IngestRun(result.run_id, books, result.success, _failure_reason(result)))
+        if result.success:
+            ingested += books
+            on_books_done(len(books))
+            continue
+        named = {book: f for book, f in record_failures(result.dagster_run).items() if book in books}
+        if not named:  # the run failed as a whole, naming no book: each of its books failed with it
+            named = {book: BookFailure(book, None, "run", runs[-1].error or "unknown error", False, result.run_id)
+                     for book in books}
+        failed |= named
+        on_books_done(len(named))
+        queue[0:0] = partition_ranges(all_keys, [book for book in books if book not in named], per_run)
+    return IngestOutcome(runs, ingested, failed)
+
+
+@dataclass(frozen=True)
+class RemovalRun:
+    run_id: str
+    book_ids: list[str]
+    success: bool
+    error: str | None
+
+
+def remove_in_run(instance: DagsterInstance, book_ids: list[str]) -> RemovalRun:
+    """Run `remove_books` for the books: every store, their artifacts, then their partitions."""
+    result = defs.resolve_job_def("remove_books").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={**_QUIET_LOGS, "ops": {"remove_books_from_stores": {"config": {"book_ids": book_ids}}}},
+    )
+    return RemovalRun(result.run_id, book_ids, result.success, _failure_reason(result))
 
 
 @dataclass(frozen=True)
@@ -76,15 +122,3 @@ def _failure_reason(result) -> str | None:
         return failure_reason(failure)
     run_failure = next((event for event in result.all_events if event.event_type == DagsterEventType.RUN_FAILURE), None)
     return run_failure.message if run_failure else None
-
-
-def failure_reason(step_failure) -> str:
-    """A failed step's own description (for `Failure`s: which books and why); after retries ran
-    out, the error that caused the last one rather than "Exceeded max_retries"."""
-    data = step_failure.step_failure_data
-    if data.user_failure_data is not None and data.user_failure_data.description:
-        return data.user_failure_data.description
-    error = data.error
-    if error is not None and error.message.startswith("Exceeded max_retries") and error.cause is not None:
-        error = error.cause  # the last attempt's own error
-    return error.message.strip() if error else "unknown error"

@@ -1,18 +1,17 @@
 """The library sensor: new, changed and removed book files become ingest and removal runs.
 
-What a book's file holds is compared with what Postgres stores for it (`books.content_sha256`, the
-source of truth), so only books whose content differs are run. Each file's size, mtime and sha256
-are cached in Postgres (`library_files`), so an unchanged file is only stat()-ed, never read again.
-The cursor, which Dagster stores with every tick, holds only what is in flight: the content requested
-for books whose stored content differs from it (a book whose run failed is not requested again until
-its file changes) and the books being removed.
+Each tick applies the library's plan (`corpus_assets.library_plan`, the same one `corpus ingest`
+follows): the books whose file differs from what Postgres stores are ingested, several per run,
+unless a run is already on them or their file failed for bad input and has not changed since; the
+books whose file is gone are removed. Failed runs since the last tick are read back first, so a bad
+book is recorded and left out, and the good books of its batch go into the next runs by themselves.
+The cursor, which Dagster stores with every tick, holds only a position in Dagster's run-failure
+events and the books being removed.
 """
 
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from dagster import (
     AddDynamicPartitionsRequest,
@@ -23,123 +22,92 @@ from dagster import (
     sensor,
 )
 
-from corpus_assets.batches import books_of_run, ensure_pools, partition_ranges, range_tags, reap_dead_runs
+from corpus_assets.batches import ensure_pools, partition_ranges, range_tags, reap_dead_runs
 from corpus_assets.jobs import ingest_books
+from corpus_assets.library_plan import (
+    books_in_flight,
+    digest,
+    failed_runs_since,
+    plan_library,
+    record_failed_run,
+    scan_library,
+)
 from corpus_assets.partitions import BOOKS_PER_RUN, books_partitions
 from corpus_assets.removal import remove_books
 from resources.library import BookLibrary
 from resources.postgres import PostgresResource
-from resources.postgres.store import FileHash
 
 # Reading files is the slow part of a tick; past this budget the rest is hashed on the next tick,
 # keeping every tick well inside Dagster's 60 s sensor limit on any library size.
 HASH_BUDGET_SECONDS = 20.0
+PLAN_TAG = "corpus/library"
 
 
 @dataclass
 class LibraryCursor:
-    requested: dict[str, str] = field(default_factory=dict)  # book id → sha256 last sent to a run, not yet stored
+    failures_after: str | None = None  # Dagster's cursor over run-failure events: failed runs read up to here
     removing: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, raw: str | None) -> "LibraryCursor":
         state = json.loads(raw) if raw else {}
-        # Cursors written before the file cache moved to Postgres also hold "files": dropped.
-        return cls(requested=state.get("requested", {}), removing=state.get("removing", []))
+        # Older cursors also hold "files" and "requested": dropped (Postgres and Dagster's runs know).
+        return cls(failures_after=state.get("failures_after"), removing=state.get("removing", []))
 
     def dump(self) -> str:
-        return json.dumps({"requested": self.requested, "removing": self.removing}, separators=(",", ":"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return json.dumps({"failures_after": self.failures_after, "removing": self.removing}, separators=(",", ":"))
 
 
 @sensor(
     jobs=[ingest_books, remove_books],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Ingests new and changed book files and removes deleted ones, several books per run.",
+    description="Ingests new and changed book files and removes deleted ones, several books per run; "
+    "a bad book is left out of later runs until its file changes.",
 )
 def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postgres: PostgresResource) -> SensorResult:
     started = time.monotonic()
+    instance = context.instance
     cursor = LibraryCursor.load(context.cursor)
     files = library.books()
+    partitions = instance.get_dynamic_partitions(books_partitions.name)
+    ensure_pools(instance)  # before the runs it requests start side by side
+    for run in reap_dead_runs(instance):
+        context.log.warning(f"run {run.run_id} had died (its process is gone): marked failed; its books are planned again")
+    failed_runs, cursor.failures_after = failed_runs_since(instance, cursor.failures_after)
     with postgres.db() as db:
-        stored = db.book_hashes()
-        cached = db.library_files()
-    partitions = context.instance.get_dynamic_partitions(books_partitions.name)
-    ensure_pools(context.instance)  # before the runs it requests start side by side
-    for run in reap_dead_runs(context.instance):
-        books = books_of_run(run, partitions)
-        context.log.warning(f"run {run.run_id} had died (its process is gone): marked failed; requesting {books} again")
-        for book_id in books:
-            cursor.requested.pop(book_id, None)
+        scan = scan_library(files, db, HASH_BUDGET_SECONDS)
+        for run in failed_runs:
+            failed = record_failed_run(db, instance, run, partitions, scan.current)
+            context.log.info(f"run {run.run_id} failed for {len(failed)} books: {', '.join(failed) or 'none by name'}")
+        plan = plan_library(scan, db.book_ids(), db.complete_book_hashes(), partitions, db.book_failures(),
+                            books_in_flight(instance, partitions))
+        db.forget_book_failures(plan.ingest)  # tried again: a new failure is recorded when its run fails
 
-    current: dict[str, str] = {}  # book id → sha256 of its file
-    hashed: list[FileHash] = []
-    deferred = 0
-    for book_id, path in files.items():
-        stat = path.stat()
-        known = cached.get(book_id)
-        if known and known.size == stat.st_size and known.mtime_ns == stat.st_mtime_ns:
-            current[book_id] = known.sha256
-        elif time.monotonic() - started < HASH_BUDGET_SECONDS:
-            hashed.append(FileHash(book_id, stat.st_size, stat.st_mtime_ns, file_sha256(path)))
-            current[book_id] = hashed[-1].sha256
-        else:
-            deferred += 1
-    # A cache of the files' own bytes: right whatever becomes of this tick's run requests.
-    with postgres.db() as db:
-        db.record_library_files(hashed, [book_id for book_id in cached if book_id not in files])
-
-    to_ingest = [
-        book_id for book_id, sha in current.items()
-        if stored.get(book_id) != sha and cursor.requested.get(book_id) != sha
-    ]
-    registered = set(partitions)
-    new_partitions = sorted(book_id for book_id in current if book_id not in registered)
+    summary = (f"{len(files)} files ({scan.deferred} left to hash next tick): {len(plan.ingest)} to ingest, "
+               f"{len(plan.unchanged)} unchanged, {len(plan.held_back)} held back (bad file, unchanged), "
+               f"{len(plan.in_flight)} in runs, {len(plan.vanished)} gone")
     # A new partition is appended at the end of the order, so the new books form ranges of their own.
-    runs = partition_ranges([*partitions, *new_partitions], to_ingest, BOOKS_PER_RUN)
+    runs = partition_ranges([*partitions, *plan.new_partitions], plan.ingest, BOOKS_PER_RUN)
+    # No run_key: a book's runs are told apart by Dagster's own run records (`books_in_flight`), and
+    # a book retried after a failure must be requested again with the same content.
     run_requests = [
-        RunRequest(
-            job_name=ingest_books.name,
-            run_key=f"ingest:{books[0]}..{books[-1]}:{_digest(current[b] for b in books)}",
-            tags=range_tags(books),
-        )
-        for books in runs
+        RunRequest(job_name=ingest_books.name, tags={**range_tags(books), PLAN_TAG: summary}) for books in runs
     ]
-    known_anywhere = registered | set(stored)
-    removed = sorted(known_anywhere - set(files) - set(cursor.removing))
+    removed = [book_id for book_id in plan.vanished if book_id not in cursor.removing]
     if removed:
         run_requests.append(
             RunRequest(
                 job_name=remove_books.name,
-                run_key=f"remove:{_digest(removed)}",
+                run_key=f"remove:{digest(removed)}",
                 run_config={"ops": {"remove_books_from_stores": {"config": {"book_ids": removed}}}},
             )
         )
-
-    # Requested content stays in the cursor until Postgres stores it (or the file changes or goes).
-    cursor.requested = {b: sha for b, sha in cursor.requested.items() if b in files and stored.get(b) != sha} | {
-        b: current[b] for b in to_ingest}
-    cursor.removing = sorted((set(cursor.removing) | set(removed)) & known_anywhere)
-    context.log.info(
-        f"{len(files)} files ({deferred} left to hash next tick): {len(new_partitions)} new, "
-        f"{len(to_ingest)} to ingest in {len(runs)} runs, {len(removed)} removed; "
-        f"{time.monotonic() - started:.1f} s"
-    )
+    cursor.removing = sorted((set(cursor.removing) | set(removed)) & set(plan.vanished))
+    context.log.info(f"{summary}; {len(runs)} runs; {time.monotonic() - started:.1f} s")
     return SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[AddDynamicPartitionsRequest(books_partitions.name, new_partitions)]
-        if new_partitions else [],
+        dynamic_partitions_requests=[AddDynamicPartitionsRequest(books_partitions.name, plan.new_partitions)]
+        if plan.new_partitions else [],
         cursor=cursor.dump(),
     )
-
-
-def _digest(values) -> str:
-    return hashlib.sha256("\n".join(values).encode()).hexdigest()[:16]

@@ -72,12 +72,93 @@ def test_ingest_status_and_search(run_cli, database_url):
         assert conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == chunks
 
 
-def test_ingest_reports_a_bad_book_and_fails(run_cli, tmp_path):
-    (tmp_path / "library" / "zz empty.txt").write_bytes(b"")
-    result = run_cli("ingest", "--books-per-run", "1")
-    assert result.returncode == 1
-    assert "ingested 1 books" in result.stdout
-    assert "zz-empty-" in result.stdout and "is empty" in result.stdout
+HOSTILE = {  # file name → (bytes, the book id it gets, the stage it fails in, words of its reason)
+    "empty.txt": (b"", "empty", "raw_books", "is empty"),
+    "binary.txt": (bytes(range(256)) * 40, "binary", "book_text", "binary, not text"),
+    "only spaces.txt": (b"   \r\n\n\t  \n", "only-spaces", "book_text", "only whitespace"),
+    "markers only; DROP TABLE books;--.txt": (
+        b"*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\n",
+        None, "book_text", "no text between the Project Gutenberg start and end markers"),
+}
+
+
+def test_one_ingest_gets_every_good_book_in_and_names_each_bad_one_then_a_deleted_file_never_blocks(
+    run_cli, tmp_path, database_url
+):
+    library = tmp_path / "library"
+    (library / "a-small-good-book.txt").write_text(
+        "A Small Good Book\n\n" + "The keeper of the lighthouse counted the ships that passed each night. " * 150,
+        encoding="utf-8")
+    for name, (data, *_) in HOSTILE.items():
+        (library / name).write_bytes(data)
+
+    result = run_cli("ingest")  # every book in one batch: the bad ones fail alone
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert "Traceback" not in out and "dagster._core" not in out
+    assert "ingested 2 books, 0 unchanged, 0 removed, 4 failed" in out
+    for name, (_, book_id, stage, reason) in HOSTILE.items():
+        line = next((line for line in out.splitlines() if reason in line), out)
+        assert stage in line and (book_id is None or book_id in line), line
+    for book in (BOOK, "a-small-good-book"):
+        chunks = _everywhere(tmp_path, database_url, book)
+        assert chunks[0] > 10 and chunks[0] == chunks[1] == chunks[2], (book, chunks)
+    status = run_cli("status")
+    assert "4 books failed in their last run" in status.stdout and "when its file changes" in status.stdout
+
+    again = run_cli("ingest")  # nothing changed: no run, the bad books listed as held back
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "ingested 0 books, 2 unchanged, 0 removed, 0 failed" in again.stdout and "(0 runs" in again.stdout
+    assert again.stdout.count("held back: failed before, file unchanged") == 4
+
+    (library / "empty.txt").unlink()
+    (library / "binary.txt").write_text("Now it is a real book about a ship at sea. " * 200, encoding="utf-8")
+    fixed = run_cli("ingest")  # the deleted book is removed, the mended one ingested
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "removed 1 books (its file is gone): empty" in fixed.stdout
+    assert "ingested 1 books, 2 unchanged, 1 removed, 0 failed" in fixed.stdout
+    chunks = _everywhere(tmp_path, database_url, "binary")
+    assert chunks[0] > 0 and chunks[0] == chunks[1] == chunks[2]
+    assert "empty" not in _everywhere(tmp_path, database_url, "empty")[3]
+
+
+def test_a_deleted_file_is_removed_by_the_next_ingest_and_remove_takes_a_book_out(run_cli, tmp_path, database_url):
+    assert run_cli("ingest").returncode == 0
+    book_file = tmp_path / "library" / f"{BOOK}.txt"
+    kept = book_file.read_bytes()
+    book_file.unlink()
+
+    after_delete = run_cli("ingest")  # the same plan as the sensor's: the book's file is gone
+    assert after_delete.returncode == 0, after_delete.stdout + after_delete.stderr
+    assert f"removed 1 books (its file is gone): {BOOK}" in after_delete.stdout
+    assert _everywhere(tmp_path, database_url) == (0, 0, 0, [])
+    again = run_cli("ingest")
+    assert again.returncode == 0 and "its file is gone" not in again.stdout
+
+    book_file.write_bytes(kept)
+    assert run_cli("ingest").returncode == 0
+    chunks = _everywhere(tmp_path, database_url)[0]
+    assert chunks > 30 and _everywhere(tmp_path, database_url) == (chunks, chunks, chunks, [BOOK])
+    removed = run_cli("remove", BOOK)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert f"removed 1 books (as asked): {BOOK}" in removed.stdout and "is still in the library" in removed.stdout
+    assert _everywhere(tmp_path, database_url) == (0, 0, 0, [])
+    unknown = run_cli("remove", "no-such-book")
+    assert unknown.returncode == 2 and "no such book: no-such-book" in unknown.stdout
+
+
+def _everywhere(tmp_path, database_url, book=BOOK) -> tuple[int, int, int, list[str]]:
+    """The book's chunks in Postgres, points in Qdrant, Chunk nodes in the graph, and the registered partitions."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT count(*) FROM chunks WHERE book_id = %s", (book,)).fetchone()[0]
+        partitions = [r[0] for r in conn.execute(
+            "SELECT partition FROM dynamic_partitions WHERE partitions_def_name = 'books'")]
+    with QdrantEdgeResource(path=str(tmp_path / "state" / "qdrant-edge")).open() as collection:
+        points = collection.points_per_book([book])[book]
+    with FalkorDBResource(folder=str(tmp_path / "state" / "falkordb")).session() as session:
+        nodes = session.chunk_count(book)
+    return rows, points, nodes, partitions
 
 
 # The record each store write ends with (book_sync, in Postgres): held, it stops the write after the

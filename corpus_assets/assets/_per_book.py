@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy
 
-from corpus_assets.books.errors import BookError
+from corpus_assets.books.errors import FAILURES_KEY, BookError
 from resources import settings
 
 T = TypeVar("T")
@@ -46,7 +46,7 @@ def for_each_book(
     stage = context.assets_def.key.to_user_string()
     results: dict[str, T] = {}
     problems: dict[str, str] = {}
-    retryable = False
+    retryable: dict[str, bool] = {}
 
     def attempt(book_id: str) -> tuple[str, tuple[T, Metadata] | None, str | None, bool]:
         try:
@@ -68,14 +68,20 @@ def for_each_book(
         else:
             context.log.error(f"book {book_id!r}: {stage} failed: {problem}")
             problems[book_id] = problem
-            retryable = retryable or retry
+            retryable[book_id] = retry
     if problems:
         listing = "; ".join(f"{book}: {problem}" for book, problem in problems.items())
         rows = "\n".join(f"| {book} | {md_cell(problem, 300)} |" for book, problem in problems.items())
         raise Failure(
             description=f"{len(problems)} of {len(results) + len(problems)} books failed in {stage}: {listing}",
-            metadata={"failed books": MetadataValue.md(f"| book | problem |\n|---|---|\n{rows}")},
-            allow_retries=retryable,
+            metadata={
+                "failed books": MetadataValue.md(f"| book | problem |\n|---|---|\n{rows}"),
+                FAILURES_KEY: MetadataValue.json(
+                    {book: {"stage": stage, "problem": problem, "bad_input": not retryable[book]}
+                     for book, problem in problems.items()}
+                ),
+            },
+            allow_retries=any(retryable.values()),
         )
     return results
 

@@ -106,6 +106,19 @@ class FileHash:
 
 
 @dataclass(frozen=True)
+class BookFailure:
+    """A book's last failure: the stage, the problem, and whether its file is at fault (not retried
+    until the file changes) or something else was (a store down: retried)."""
+
+    book_id: str
+    sha256: str | None
+    stage: str
+    problem: str
+    bad_input: bool
+    run_id: str
+
+
+@dataclass(frozen=True)
 class IndexState:
     exists: bool
     valid: bool
@@ -143,9 +156,17 @@ class CorpusDB:
 
     # --- books -------------------------------------------------------------------------------
 
-    def book_hashes(self) -> dict[str, str]:
-        """Every stored book's file sha256, by book id."""
-        return dict(self.conn.execute("SELECT id, content_sha256 FROM books"))
+    def complete_book_hashes(self) -> dict[str, str]:
+        """The file sha256 of every book that each store holds whole, at the version Postgres holds:
+        Qdrant and the graph recorded the same book version as pgvector, and SIMILAR edges were written.
+        (A book missing here was cut short: a run killed after its Postgres write, a store down.)"""
+        return dict(self.conn.execute(
+            "SELECT b.id, b.content_sha256 FROM books b "
+            "JOIN book_sync p ON p.book_id = b.id AND p.target = 'pgvector' "
+            "JOIN book_sync q ON q.book_id = b.id AND q.target = 'qdrant' AND q.fingerprint = p.fingerprint "
+            "JOIN book_sync g ON g.book_id = b.id AND g.target = 'graph' AND g.fingerprint = p.fingerprint "
+            "JOIN book_sync s ON s.book_id = b.id AND s.target = 'similar'"
+        ))
 
     def book_ids(self) -> list[str]:
         return [row[0] for row in self.conn.execute("SELECT id FROM books ORDER BY id")]
@@ -170,6 +191,30 @@ class CorpusDB:
                 )
             if gone:
                 cur.execute("DELETE FROM library_files WHERE book_id = ANY(%s)", (list(gone),))
+
+    # --- each book's last failure -------------------------------------------------------------
+
+    def book_failures(self) -> dict[str, BookFailure]:
+        with self.conn.cursor(row_factory=class_row(BookFailure)) as cur:
+            return {row.book_id: row for row in cur.execute(
+                "SELECT book_id, sha256, stage, problem, bad_input, run_id FROM book_failures")}
+
+    def record_book_failures(self, failures: Sequence[BookFailure]) -> None:
+        """Each book's latest failure replaces its earlier one."""
+        if not failures:
+            return
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO book_failures (book_id, sha256, stage, problem, bad_input, run_id) "
+                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (book_id) DO UPDATE SET sha256 = EXCLUDED.sha256, "
+                "stage = EXCLUDED.stage, problem = EXCLUDED.problem, bad_input = EXCLUDED.bad_input, "
+                "run_id = EXCLUDED.run_id, failed_at = now()",
+                [(f.book_id, f.sha256, f.stage, f.problem, f.bad_input, f.run_id) for f in failures],
+            )
+
+    def forget_book_failures(self, book_ids: Sequence[str]) -> None:
+        """The books succeeded, or are gone."""
+        self.conn.execute("DELETE FROM book_failures WHERE book_id = ANY(%s)", (list(book_ids),))
 
     def chunk_counts(self, book_ids: Sequence[str]) -> dict[str, int]:
         """The chunk count each book's row records (books not stored are absent)."""
@@ -278,11 +323,12 @@ class CorpusDB:
         return deleted
 
     def delete_book(self, book_id: str) -> int:
-        """Delete the book's row and chunks (its sync records cascade); return chunk rows deleted."""
+        """Delete the book's row, chunks and last failure (its sync records cascade); return chunk rows deleted."""
         with self.conn.transaction():
             self._lock_book(book_id)
             deleted = self.conn.execute("DELETE FROM chunks WHERE book_id = %s", (book_id,)).rowcount
             self.conn.execute("DELETE FROM books WHERE id = %s", (book_id,))
+            self.conn.execute("DELETE FROM book_failures WHERE book_id = %s", (book_id,))
         return deleted
 
     def _lock_book(self, book_id: str) -> None:
