@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test bench bench-large clean
+.PHONY: setup demo dev test bench bench-large bench-bad-batch bench-sensor clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -34,6 +34,14 @@ bench: setup
 # One 50 MB book through the whole pipeline: memory and time per stage (~6 min).
 bench-large: setup
 	$(BIN)/python bench/large_book.py
+
+# One 20-book batch clean, with 1 and with 3 bad files: runs and wall time (~4 min; needs ../shared).
+bench-bad-batch: setup
+	$(BIN)/python bench/bad_batch.py
+
+# Library-sensor ticks on 10,000 files: seconds and cursor bytes per tick (~2 min).
+bench-sensor: setup
+	$(BIN)/python bench/sensor_tick.py
 
 clean:
 	rm -rf .corpus

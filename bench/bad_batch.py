@@ -60,8 +60,9 @@ def scenario(name: str, bad: list[str]) -> dict:
     summary = re.search(r"ingested (\d+) books.*?(\d+) failed in .*?\((\d+) runs, (\d+) failed\)", result.stdout)
     if summary is None:
         raise SystemExit(f"{name}: no summary in the output:\n{result.stdout}\n{result.stderr}")
-    subprocess.run([sys.executable, "-c", "from resources.graph import falkordb_server; import sys; "
-                    "falkordb_server.stop_server(sys.argv[1])", str(work / "state" / "falkordb")], check=False)
+    stop = "import sys; from pathlib import Path; from resources.graph import falkordb_server; " \
+           "falkordb_server.stop_server(Path(sys.argv[1]))"
+    subprocess.run([sys.executable, "-c", stop, str(work / "state" / "falkordb")], check=False)
     return {"bad_files": len(bad), "good_books": len(good), "exit_code": result.returncode,
             "ingested": int(summary[1]), "failed": int(summary[2]), "runs": int(summary[3]),
             "failed_runs": int(summary[4]), "wall_seconds": round(wall, 1)}

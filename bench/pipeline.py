@@ -140,7 +140,7 @@ def ingest(label: str) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{label}: corpus ingest failed (exit {os.waitstatus_to_exitcode(status)})")
     return {"wall_s": round(wall, 2), "peak_rss_gib": round(usage.ru_maxrss / 2**20, 3),
-            **last_run_stages(wall, samples)}
+            **last_run_stages(wall, samples, since=time.time() - wall)}
 
 
 def sample_rss(pid: int, samples: list[tuple[float, int]], every: float = 0.1) -> None:
@@ -162,14 +162,18 @@ def sample_rss(pid: int, samples: list[tuple[float, int]], every: float = 0.1) -
         pass
 
 
-def last_run_stages(process_wall: float, rss_samples: list[tuple[float, int]]) -> dict:
+def last_run_stages(process_wall: float, rss_samples: list[tuple[float, int]], since: float) -> dict:
+    """The stages of the ingest's last run; none when the ingest found nothing to run (unchanged books)."""
     from dagster import DagsterInstance, RunsFilter
 
     from corpus_cli.instance import dagster_home
 
     dagster_home()
     instance = DagsterInstance.get()
-    run = instance.get_run_records(RunsFilter(job_name="ingest_books"), limit=1)[0]
+    runs = instance.get_run_records(RunsFilter(job_name="ingest_books"), limit=1)
+    if not runs or runs[0].create_timestamp.timestamp() < since:
+        return {"runs": 0}
+    run = runs[0]
     step_stats = instance.get_run_step_stats(run.dagster_run.run_id)
     steps = {s.step_key: s.end_time - s.start_time for s in step_stats}
     # The largest RSS sampled while each stage ran (the run executes its steps one at a time).
