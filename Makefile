@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test bench bench-large bench-bad-batch bench-sensor clean
+.PHONY: setup demo dev test bench bench-large bench-bad-batch bench-sensor bench-scale clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -42,6 +42,12 @@ bench-bad-batch: setup
 # Library-sensor ticks on 10,000 files: seconds and cursor bytes per tick (~2 min).
 bench-sensor: setup
 	$(BIN)/python bench/sensor_tick.py
+
+# The pipeline at the mission's shape: 9,000 synthetic books (~1.35M chunks) with a stand-in encoder,
+# in waves of 10 %; BOOKS=300 for a quick look (needs ../shared for the prose).
+BOOKS ?= 9000
+bench-scale: setup
+	$(BIN)/python bench/scale.py --books $(BOOKS)
 
 clean:
 	rm -rf .corpus
