@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,9 @@ def scenario(name: str, bad: list[str]) -> dict:
     stop = "import sys; from pathlib import Path; from resources.graph import falkordb_server; " \
            "falkordb_server.stop_server(Path(sys.argv[1]))"
     subprocess.run([sys.executable, "-c", stop, str(work / "state" / "falkordb")], check=False)
+    postmaster = work / "state" / "postgres" / "postmaster.pid"
+    if postmaster.exists():  # the scenario's embedded Postgres: a fast shutdown
+        os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
     return {"bad_files": len(bad), "good_books": len(good), "exit_code": result.returncode,
             "ingested": int(summary[1]), "failed": int(summary[2]), "runs": int(summary[3]),
             "failed_runs": int(summary[4]), "wall_seconds": round(wall, 1)}
