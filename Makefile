@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test bench bench-large bench-bad-batch bench-sensor bench-scale clean
+.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-scale clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -26,6 +26,10 @@ dev: setup
 
 test: setup
 	$(BIN)/pytest -q
+
+# The benchmark-like tests `make test` leaves out (a 50 MB book through the pipeline, ~2 min).
+test-slow: setup
+	$(BIN)/pytest -q -m slow
 
 # The pipeline against raw model.encode, search latency and memory (~30 min on 2 cores).
 bench: setup

@@ -49,13 +49,13 @@ def main() -> None:
     staging, library = args.work / "staging", args.work / "library"
     staging.mkdir(parents=True)
     library.mkdir()
-    model = build_standin_model(PROJECT / "bench" / ".state" / "standin-minilm-static")
+    pool = paragraph_pool()
+    model = build_standin_model(PROJECT / "bench" / ".state" / "standin-minilm-calibrated", pool)
     os.environ.update({
         "CORPUS_STATE_DIR": str(args.work / "state"), "CORPUS_LIBRARY_DIR": str(library),
         "CORPUS_EMBEDDING_MODEL": str(model), "CORPUS_BOOKS_PER_RUN": str(args.books_per_run),
         "HF_HUB_OFFLINE": "1",
     })
-    pool = paragraph_pool()
     files = [write_book(staging, number, pool, args.chars).name for number in range(args.books)]
     print(f"== {args.books} books written to {staging} ({time.perf_counter() - started:.0f} s)", flush=True)
     own_servers(args.work / "state")

@@ -67,6 +67,7 @@ def write_large_book(path, megabytes: int) -> int:
     return copies
 
 
+@pytest.mark.slow  # benchmark-like (~90 s): `make test-slow`; `make bench-large` measures the same book
 @pytest.mark.timeout(600)
 def test_a_50_mb_book_is_read_cleaned_chunked_and_embedded_within_bounded_memory(tmp_path, database_url):
     library = tmp_path / "library"
