@@ -2,9 +2,9 @@
 which are unchanged, which are held back, which to remove; and what a failed batch run leaves to do.
 
 A book is ingested when its file's content differs from what every store holds whole (Postgres's
-`books.content_sha256`, and the same book version recorded for Qdrant and the graph in `book_sync`)
-or its last run failed for another reason than its file (a store was down) —
-unless a run is already on it, or its file failed for bad input and has not changed since. Dagster
+`books.content_sha256`, and the same book version recorded for Qdrant and the graph in `book_sync`;
+a run cut short or a store that was down leaves it unequal) — unless a run is already on it, or its
+file failed for bad input and has not changed since. Dagster
 cannot fail one partition of a multi-partition run (dagster#17836): a failed batch run is read back
 here from its event log (each failed step lists its books, `FAILURES_KEY`), its failing books are
 recorded in Postgres (`book_failures`), and its other books are simply planned again — as runs of
@@ -78,6 +78,7 @@ class LibraryPlan:
     in_flight: list[str]  # a run is on them
     new_partitions: list[str]
     vanished: list[str]  # registered or stored, file gone: to remove
+    cleared: list[str]  # books whose recorded failure no longer holds: tried again, or stored whole since
 
 
 def plan_library(
@@ -93,12 +94,12 @@ def plan_library(
         failure = failures.get(book_id)
         if book_id in in_flight:
             busy.append(book_id)
+        elif complete.get(book_id) == sha:
+            unchanged.append(book_id)  # stored whole: a failure recorded for it is from before
         elif failure is not None and failure.bad_input and failure.sha256 == sha:
             held_back[book_id] = failure
-        elif complete.get(book_id) != sha or failure is not None:
-            ingest.append(book_id)
         else:
-            unchanged.append(book_id)
+            ingest.append(book_id)
     registered = set(registered)
     return LibraryPlan(
         ingest=ingest,
@@ -107,6 +108,7 @@ def plan_library(
         in_flight=busy,
         new_partitions=sorted(book_id for book_id in scan.current if book_id not in registered),
         vanished=vanished_books(registered, stored, scan.present),
+        cleared=[book_id for book_id in [*ingest, *unchanged] if book_id in failures],
     )
 
 

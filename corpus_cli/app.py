@@ -93,7 +93,7 @@ def ingest(
         console.print(f"{len(files)} book files in {library.root()}; {len(plan.new_partitions)} newly registered",
                       soft_wrap=True)
         to_run = list(books) if books else plan.ingest
-        db.forget_book_failures(to_run)  # tried again: a new failure is recorded if it fails again
+        db.forget_book_failures([*plan.cleared, *to_run])  # a new failure is recorded if its run fails
         with Progress(
             TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("books"),
             TimeElapsedColumn(), console=console, transient=True,

@@ -82,7 +82,7 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
             context.log.info(f"run {run.run_id} failed for {len(failed)} books: {', '.join(failed) or 'none by name'}")
         plan = plan_library(scan, db.book_ids(), db.complete_book_hashes(), partitions, db.book_failures(),
                             books_in_flight(instance, partitions))
-        db.forget_book_failures(plan.ingest)  # tried again: a new failure is recorded when its run fails
+        db.forget_book_failures(plan.cleared)  # a new failure is recorded if its next run fails
 
     summary = (f"{len(files)} files ({scan.deferred} left to hash next tick): {len(plan.ingest)} to ingest, "
                f"{len(plan.unchanged)} unchanged, {len(plan.held_back)} held back (bad file, unchanged), "

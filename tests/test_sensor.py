@@ -143,8 +143,12 @@ def test_a_bad_book_fails_alone_its_batch_goes_on_and_it_waits_for_its_file_to_c
         "zz-broken": "FAILED", "zz-empty": "FAILED", "zz-good": "MATERIALIZED", WALLPAPER: "MATERIALIZED"}
 
     assert tick().run_requests == []  # the bad files are unchanged: not tried again
-    (library / "zz-broken.txt").write_text("Now it is text.\n", encoding="utf-8")
-    assert ("zz-broken", "zz-broken") in ranges(tick())
+    (library / "zz-broken.txt").write_text("Now it is text.\n\n" + "A mended book of words. " * 100, encoding="utf-8")
+    mended = tick()
+    assert ranges(mended) == [("zz-broken", "zz-broken")]
+    assert run(mended.run_requests[0]).success
+    assert tick().run_requests == []
+    assert list(failures(book_resources, opened)) == ["zz-empty"]  # the mended book's failure is gone
 
 
 # qdrant-client warns that it cannot read the version of a server that is down, as it is here on purpose.
