@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dagster import DagsterEvent, DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
+from corpus_assets.assets.raw import raw_books
 from corpus_assets.batches import PARTITION_TAG, RANGE_START_TAG, books_of_run
 from corpus_assets.books.errors import FAILURES_KEY
 from resources.postgres.store import BookFailure, CorpusDB, FileHash
@@ -159,12 +160,24 @@ def failure_reason(step_failure: DagsterEvent) -> str:
     return error.message.strip() if error else "unknown error"
 
 
+def read_hashes(instance: DagsterInstance, run_id: str) -> dict[str, str]:
+    """The sha256 of the bytes the run read for each book that passed `raw_books`."""
+    hashes = {}
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = record.asset_materialization
+        if materialization is not None and materialization.asset_key == raw_books.key and "sha256" in materialization.metadata:
+            hashes[materialization.partition] = materialization.metadata["sha256"].value
+    return hashes
+
+
 def record_failed_run(
     db: CorpusDB, instance: DagsterInstance, run: DagsterRun, partitions: list[str], current: dict[str, str]
 ) -> dict[str, BookFailure]:
-    """Record in Postgres each book the run failed for, against its file's content `current`."""
+    """Record in Postgres each book the run failed for, against the content the run read (else, for a
+    book that failed in `raw_books`, its file's content `current` as last scanned)."""
+    read = read_hashes(instance, run.run_id)
     failures = {
-        book_id: BookFailure(book_id, current.get(book_id), stage, problem, bad_input, run.run_id)
+        book_id: BookFailure(book_id, read.get(book_id, current.get(book_id)), stage, problem, bad_input, run.run_id)
         for book_id, (stage, problem, bad_input) in failures_of_run(instance, run, partitions).items()
     }
     db.record_book_failures(list(failures.values()))

@@ -136,6 +136,7 @@ def test_a_bad_book_fails_alone_its_batch_goes_on_and_it_waits_for_its_file_to_c
     failed = failures(book_resources, opened)
     assert {book: f.stage for book, f in failed.items()} == {"zz-broken": "book_text", "zz-empty": "raw_books"}
     assert "binary" in failed["zz-broken"].problem and failed["zz-broken"].bad_input
+    assert failed["zz-broken"].sha256 == hashlib.sha256(b"\x00\x01" * 100).hexdigest()  # the bytes its run read
     assert "is empty" in failed["zz-empty"].problem and failed["zz-empty"].bad_input
     # Dagster shows each bad book failed on its own partition and each good book materialized.
     status = instance.get_status_by_partition(book_text.key, ["zz-broken", "zz-empty", "zz-good", WALLPAPER], books_partitions)
@@ -149,6 +150,13 @@ def test_a_bad_book_fails_alone_its_batch_goes_on_and_it_waits_for_its_file_to_c
     assert run(mended.run_requests[0]).success
     assert tick().run_requests == []
     assert list(failures(book_resources, opened)) == ["zz-empty"]  # the mended book's failure is gone
+
+    # Mended between its failed run and the tick that reads the run back: the failure belongs to the
+    # bytes the run read, so the mended file is not held back.
+    (library / "zz-race.txt").write_bytes(b"\x00" * 500)
+    assert not run(tick().run_requests[0]).success
+    (library / "zz-race.txt").write_text("Mended in time.\n\n" + "Words again. " * 200, encoding="utf-8")
+    assert ranges(tick()) == [("zz-race", "zz-race")]
 
 
 # qdrant-client warns that it cannot read the version of a server that is down, as it is here on purpose.
