@@ -13,7 +13,7 @@ their own that leave the failing books out.
 
 import hashlib
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,7 +192,3 @@ def failed_runs_since(instance: DagsterInstance, cursor: str | None, limit: int 
     runs = instance.get_runs(RunsFilter(run_ids=run_ids)) if run_ids else []
     by_id = {run.run_id: run for run in runs if RANGE_START_TAG in run.tags or PARTITION_TAG in run.tags}
     return [by_id[run_id] for run_id in run_ids if run_id in by_id], (result.cursor if result.records else cursor)
-
-
-def digest(values: Iterable[str]) -> str:
-    return hashlib.sha256("\n".join(values).encode()).hexdigest()[:16]

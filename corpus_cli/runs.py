@@ -18,7 +18,9 @@ _INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 @dataclass(frozen=True)
-class IngestRun:
+class BooksRun:
+    """One Dagster run over some books (an ingest batch or a removal) and how it ended."""
+
     run_id: str
     book_ids: list[str]
     success: bool
@@ -27,7 +29,7 @@ class IngestRun:
 
 @dataclass(frozen=True)
 class IngestOutcome:
-    runs: list[IngestRun]
+    runs: list[BooksRun]
     ingested: list[str]
     failed: dict[str, BookFailure]  # each failed book's stage and problem
 
@@ -52,7 +54,7 @@ def ingest_in_runs(
     all_keys = instance.get_dynamic_partitions(books_partitions.name)
     queue = partition_ranges(all_keys, book_ids, per_run)
     on_start(sum(len(books) for books in queue))
-    runs: list[IngestRun] = []
+    runs: list[BooksRun] = []
     ingested: list[str] = []
     failed: dict[str, BookFailure] = {}
     while queue:
@@ -61,7 +63,7 @@ def ingest_in_runs(
             instance=instance, tags=range_tags(books), raise_on_error=False,
             run_config=_INFO_LOGS if verbose else _QUIET_LOGS,
         )
-        runs.append(IngestRun(result.run_id, books, result.success, _failure_reason(result)))
+        runs.append(BooksRun(result.run_id, books, result.success, _failure_reason(result)))
         if result.success:
             ingested += books
             on_books_done(len(books))
@@ -76,21 +78,13 @@ def ingest_in_runs(
     return IngestOutcome(runs, ingested, failed)
 
 
-@dataclass(frozen=True)
-class RemovalRun:
-    run_id: str
-    book_ids: list[str]
-    success: bool
-    error: str | None
-
-
-def remove_in_run(instance: DagsterInstance, book_ids: list[str]) -> RemovalRun:
+def remove_in_run(instance: DagsterInstance, book_ids: list[str]) -> BooksRun:
     """Run `remove_books` for the books: every store, their artifacts, then their partitions."""
     result = defs.resolve_job_def("remove_books").execute_in_process(
         instance=instance, raise_on_error=False,
         run_config={**_QUIET_LOGS, "ops": {"remove_books_from_stores": {"config": {"book_ids": book_ids}}}},
     )
-    return RemovalRun(result.run_id, book_ids, result.success, _failure_reason(result))
+    return BooksRun(result.run_id, book_ids, result.success, _failure_reason(result))
 
 
 @dataclass(frozen=True)

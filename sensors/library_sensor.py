@@ -9,6 +9,7 @@ The cursor, which Dagster stores with every tick, holds only a position in Dagst
 events and the books being removed.
 """
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,7 +27,6 @@ from corpus_assets.batches import ensure_pools, partition_ranges, range_tags, re
 from corpus_assets.jobs import ingest_books
 from corpus_assets.library_plan import (
     books_in_flight,
-    digest,
     failed_runs_since,
     plan_library,
     record_failed_run,
@@ -99,7 +99,7 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
         run_requests.append(
             RunRequest(
                 job_name=remove_books.name,
-                run_key=f"remove:{digest(removed)}",
+                run_key=f"remove:{_digest(removed)}",
                 run_config={"ops": {"remove_books_from_stores": {"config": {"book_ids": removed}}}},
             )
         )
@@ -111,3 +111,7 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
         if plan.new_partitions else [],
         cursor=cursor.dump(),
     )
+
+
+def _digest(values: list[str]) -> str:
+    return hashlib.sha256("\n".join(values).encode()).hexdigest()[:16]
