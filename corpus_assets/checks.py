@@ -1,21 +1,26 @@
 """Asset checks that prove each book's indexes are complete, consistent and healthy.
 
 Postgres is the source of truth: Qdrant and the graph must hold exactly its chunk ids. A check
-evaluates every book of its run (one book when run for one partition, a batch in a backfill) and
-fails if any book fails, naming each failing book with expected vs found.
+evaluates every book of its run (one book, or a batch) and records each book's own result on that
+book's partition of the check, with what was expected and found; the UI and `corpus status` read
+them per book.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetCheckExecutionContext,
-    AssetCheckResult,
+    AssetCheckKey,
     AssetCheckSpec,
-    MetadataValue,
+    AssetRecordsFilter,
     multi_asset_check,
 )
+# Not exported by Dagster 1.13: AssetCheckResult builds it only for a step with one partition key.
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
-from corpus_assets.assets._per_book import md_cell
 from corpus_assets.assets.graph import book_graph, similar_chunks
 from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.qdrant import qdrant_points
@@ -34,34 +39,45 @@ _SAMPLE = 5  # ids listed when sets differ
 Verdict = tuple[bool, dict]
 
 
-def _evaluate(
+def evaluate_books(
     context: AssetCheckExecutionContext, evaluate: Callable[[str], Verdict], check_name: str | None = None
-) -> AssetCheckResult:
-    """One result for the run's books: `evaluate` each; `check_name` when one function runs several checks."""
-    verdicts = {book_id: evaluate(book_id) for book_id in context.partition_keys}
-    failing = [book_id for book_id, (passed, _) in verdicts.items() if not passed]
-    if len(verdicts) == 1:
-        ((book_id, (passed, details)),) = verdicts.items()
-        return AssetCheckResult(passed=passed, metadata={"book": book_id, **details}, check_name=check_name)
-    rows = "\n".join(
-        f"| {book_id} | {'ok' if passed else '**FAILED**'} | {md_cell('; '.join(f'{k}: {v}' for k, v in details.items()), 300)} |"
-        for book_id, (passed, details) in verdicts.items()
-    )
-    return AssetCheckResult(
-        passed=not failing,
-        check_name=check_name,
-        metadata={
-            "books checked": len(verdicts),
-            "failing books": ", ".join(failing) or "none",
-            "per book": MetadataValue.md(f"| book | result | details |\n|---|---|---|\n{rows}"),
-        },
-    )
+) -> Iterator[AssetCheckEvaluation]:
+    """Each book of the run `evaluate`d and its result recorded on its partition of the check;
+    `check_name` when one function runs several checks."""
+    (key,) = [key for key in context.op_execution_context.selected_asset_check_keys
+              if check_name is None or key.name == check_name]
+    (spec,) = [spec for spec in context.op_execution_context.assets_def.check_specs if spec.key == key]
+    targets = _latest_materializations(context, key, context.partition_keys)
+    for book_id in context.partition_keys:
+        passed, details = evaluate(book_id)
+        yield AssetCheckEvaluation(
+            asset_key=key.asset_key, check_name=key.name, passed=passed, metadata={"book": book_id, **details},
+            partition=book_id, blocking=spec.blocking, target_materialization_data=targets.get(book_id),
+        )
+
+
+def _latest_materializations(
+    context: AssetCheckExecutionContext, key: AssetCheckKey, book_ids: list[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each book's latest materialization of the checked asset, which its result is about (the UI
+    shows a result about an older one as outdated): newest first, until every book is seen."""
+    targets: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    records_filter = AssetRecordsFilter(asset_key=key.asset_key, asset_partitions=book_ids)
+    cursor = None
+    while True:
+        page = context.instance.fetch_materializations(records_filter, limit=max(len(book_ids), 100), cursor=cursor)
+        for record in page.records:
+            targets.setdefault(record.partition_key, AssetCheckEvaluationTargetMaterializationData(
+                storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp))
+        if len(targets) == len(book_ids) or not page.has_more:
+            return targets
+        cursor = page.cursor
 
 
 def _matches_postgres(
     context: AssetCheckExecutionContext, postgres: PostgresResource, store_ids: Callable[[str], set[str]], store: str,
     check_name: str | None = None,
-) -> AssetCheckResult:
+) -> Iterator[AssetCheckEvaluation]:
     """Each book's chunk ids in `store` are exactly its chunk ids in Postgres."""
 
     def verdict(book_id: str) -> Verdict:
@@ -70,7 +86,7 @@ def _matches_postgres(
             details["to repair"] = f"corpus repair {book_id} (job repair_stores: rewrites the book from Postgres)"
         return passed, details
 
-    return _evaluate(context, verdict, check_name)
+    return evaluate_books(context, verdict, check_name)
 
 
 def _compare_ids(expected: set[str], found: set[str], store: str) -> Verdict:
@@ -103,7 +119,7 @@ def graph_chunk_ids(graph: GraphResource, book_id: str) -> set[str]:
 @book_check(asset=pgvector_chunks, blocking=True)
 def vectors_are_sane(
     context: AssetCheckExecutionContext, postgres: PostgresResource, embedding_model: EmbeddingModel
-) -> AssetCheckResult:
+) -> Iterator[AssetCheckEvaluation]:
     """Every chunk has an embedding of the column's dimension, of unit length, from the configured model."""
 
     def evaluate(book_id: str) -> Verdict:
@@ -122,20 +138,22 @@ def vectors_are_sane(
             "expected model": embedding_model.model_name, "models found": ", ".join(models) or "none",
         }
 
-    return _evaluate(context, evaluate)
+    yield from evaluate_books(context, evaluate)
 
 
 @book_check(asset=pgvector_chunks)
-def hnsw_index_is_valid(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
+def hnsw_index_is_valid(
+    context: AssetCheckExecutionContext, postgres: PostgresResource
+) -> Iterator[AssetCheckEvaluation]:
     """The pgvector HNSW index exists and Postgres marks it valid (pg_index.indisvalid)."""
     with postgres.db() as db:
         index = db.hnsw_index_state()
     details = {"index": HNSW_INDEX, "exists": index.exists, "valid": index.valid, "definition": index.definition}
-    return _evaluate(context, lambda book_id: (index.valid, details))
+    yield from evaluate_books(context, lambda book_id: (index.valid, details))
 
 
 @book_check(asset=pgvector_chunks)
-def ann_recall(context: AssetCheckExecutionContext, postgres: PostgresResource) -> AssetCheckResult:
+def ann_recall(context: AssetCheckExecutionContext, postgres: PostgresResource) -> Iterator[AssetCheckEvaluation]:
     """recall@10 of HNSW search vs exact search over the whole index, with chunks of the run's books as queries.
 
     The index is shared by every book, so a run measures it once with RECALL_SAMPLE queries spread
@@ -149,13 +167,11 @@ def ann_recall(context: AssetCheckExecutionContext, postgres: PostgresResource) 
         queries = db.recall_queries(books, RECALL_SAMPLE)
         recalls = [db.recall_at_10(vector, config.ef_search) for _, vector in queries]
     recall = sum(recalls) / len(recalls) if recalls else 0.0
-    single = {"book": books[0]} if len(books) == 1 else {"books checked": len(books)}
-    return AssetCheckResult(
-        passed=recall >= config.min_recall,
-        metadata={**single, "recall@10": round(recall, 4), "threshold": config.min_recall, "queries": len(recalls),
-                  "worst query recall@10": round(min(recalls), 2) if recalls else 0.0,
-                  "books queried": len({book for book, _ in queries}), "hnsw.ef_search": config.ef_search},
-    )
+    # The index's recall, measured once per run, is each of the run's books' result.
+    details = {"recall@10": round(recall, 4), "threshold": config.min_recall, "queries": len(recalls),
+               "worst query recall@10": round(min(recalls), 2) if recalls else 0.0,
+               "books of the run queried": len({book for book, _ in queries}), "hnsw.ef_search": config.ef_search}
+    yield from evaluate_books(context, lambda book_id: (recall >= config.min_recall, details))
 
 
 QDRANT_MATCHES_POSTGRES = "qdrant_matches_postgres"
@@ -180,10 +196,10 @@ def qdrant_checks(context: AssetCheckExecutionContext, postgres: PostgresResourc
     with qdrant.open() as collection:
         if QDRANT_MATCHES_POSTGRES in selected:
             in_qdrant = collection.chunk_ids_per_book(context.partition_keys)
-            yield _matches_postgres(context, postgres, in_qdrant.__getitem__, "Qdrant", QDRANT_MATCHES_POSTGRES)
+            yield from _matches_postgres(context, postgres, in_qdrant.__getitem__, "Qdrant", QDRANT_MATCHES_POSTGRES)
         if QDRANT_COLLECTION_IS_GREEN in selected:
             status = collection.status()
-            yield _evaluate(
+            yield from evaluate_books(
                 context, lambda book_id: (status == "green", {"collection": qdrant.collection, "status": status}),
                 QDRANT_COLLECTION_IS_GREEN,
             )
@@ -192,13 +208,13 @@ def qdrant_checks(context: AssetCheckExecutionContext, postgres: PostgresResourc
 @book_check(asset=book_graph, blocking=True, additional_deps=[pgvector_chunks])
 def graph_matches_postgres(
     context: AssetCheckExecutionContext, postgres: PostgresResource, graph: GraphResource
-) -> AssetCheckResult:
+) -> Iterator[AssetCheckEvaluation]:
     """The graph holds exactly the book's chunk ids that Postgres holds, as Chunk nodes."""
-    return _matches_postgres(context, postgres, lambda book_id: graph_chunk_ids(graph, book_id), "graph")
+    yield from _matches_postgres(context, postgres, lambda book_id: graph_chunk_ids(graph, book_id), "graph")
 
 
 @book_check(asset=book_graph, blocking=True)
-def graph_is_well_formed(context: AssetCheckExecutionContext, graph: GraphResource) -> AssetCheckResult:
+def graph_is_well_formed(context: AssetCheckExecutionContext, graph: GraphResource) -> Iterator[AssetCheckEvaluation]:
     """Every Chunk is PART_OF exactly its Book, and NEXT links the book's chunks into one path."""
 
     def evaluate(book_id: str) -> Verdict:
@@ -210,11 +226,13 @@ def graph_is_well_formed(context: AssetCheckExecutionContext, graph: GraphResour
             "sample": ", ".join(orphans) or "none",
         }
 
-    return _evaluate(context, evaluate)
+    yield from evaluate_books(context, evaluate)
 
 
 @book_check(asset=similar_chunks)
-def similar_edges_cross_books(context: AssetCheckExecutionContext, graph: GraphResource) -> AssetCheckResult:
+def similar_edges_cross_books(
+    context: AssetCheckExecutionContext, graph: GraphResource
+) -> Iterator[AssetCheckEvaluation]:
     """SIMILAR edges link a book's chunks only to chunks of other books."""
 
     def evaluate(book_id: str) -> Verdict:
@@ -222,7 +240,7 @@ def similar_edges_cross_books(context: AssetCheckExecutionContext, graph: GraphR
             edges, inside = session.similar_edges(book_id)
         return inside == 0, {"similar edges": edges, "edges inside the book": inside}
 
-    return _evaluate(context, evaluate)
+    yield from evaluate_books(context, evaluate)
 
 
 book_checks = [

@@ -130,14 +130,20 @@ def books_in_flight(instance: DagsterInstance, partitions: list[str]) -> set[str
 def failures_of_run(instance: DagsterInstance, run: DagsterRun, partitions: list[str]) -> dict[str, tuple[str, str, bool]]:
     """Book id → (stage, problem, bad input) for every book the run failed for.
 
-    A step that failed book by book names its books (`FAILURES_KEY`); a step that failed as a whole
-    (a store down before any book was tried) failed every book of the run that no step named.
+    A step that failed book by book names its books (`FAILURES_KEY`); a check step failed by its
+    blocking checks names the books they failed on; a step that failed as a whole (a store down
+    before any book was tried) failed every book of the run that no step named.
     """
     named: dict[str, tuple[str, str, bool]] = {}
     whole: tuple[str, str, bool] | None = None
+    blocked = _failed_blocking_checks(instance, run.run_id)
     for record in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE):
         data = record.dagster_event.step_failure_data.user_failure_data
         entry = data.metadata.get(FAILURES_KEY) if data is not None else None
+        if record.step_key in blocked:
+            for book_id, problem in blocked[record.step_key].items():
+                named.setdefault(book_id, (record.step_key, problem, False))
+            continue
         if entry is None:
             whole = whole or (record.step_key, failure_reason(record.dagster_event), False)
             continue
@@ -146,6 +152,18 @@ def failures_of_run(instance: DagsterInstance, run: DagsterRun, partitions: list
     if whole is not None:
         named |= {book_id: whole for book_id in books_of_run(run, partitions) if book_id not in named}
     return named
+
+
+def _failed_blocking_checks(instance: DagsterInstance, run_id: str) -> dict[str, dict[str, str]]:
+    """Check step → {book: what failed} for the blocking checks that failed on a book in the run."""
+    failed: dict[str, dict[str, str]] = {}
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.dagster_event.event_specific_data
+        if not evaluation.passed and evaluation.blocking and evaluation.partition:
+            problems = failed.setdefault(record.step_key, {})
+            problems[evaluation.partition] = "; ".join(
+                filter(None, [problems.get(evaluation.partition), f"check {evaluation.check_name} failed"]))
+    return failed
 
 
 def failure_reason(step_failure: DagsterEvent) -> str:

@@ -3,7 +3,16 @@
 import warnings
 from contextlib import contextmanager
 
-from dagster import BackfillPolicy, BetaWarning, DynamicPartitionsDefinition, PreviewWarning, asset, asset_check
+from dagster import (
+    AssetCheckSpec,
+    AssetsDefinition,
+    BackfillPolicy,
+    BetaWarning,
+    DynamicPartitionsDefinition,
+    PreviewWarning,
+    asset,
+    multi_asset_check,
+)
 
 from resources import settings
 
@@ -34,12 +43,23 @@ def book_asset(**kwargs):
     return decorate
 
 
-def book_check(**kwargs):
-    """`@asset_check` with a result per book's partition."""
+def book_check(asset: AssetsDefinition, **spec_kwargs):
+    """A per-book check: one partitioned check spec whose function yields one evaluation per book of
+    its run (`corpus_assets.checks.evaluate_books`), each recorded on that book's partition.
+
+    Dagster 1.13 records an `AssetCheckResult` on a partition only when the step has a single
+    partition key, and runs cover ranges of books; evaluations logged with their `partition`
+    resolve each book's planned execution instead. The outputs are optional (`can_subset`), so the
+    step yields no `AssetCheckResult` at all.
+    """
 
     def decorate(fn):
         with accepting_partitioned_checks():
-            return asset_check(partitions_def=books_partitions, **kwargs)(fn)
+            spec = AssetCheckSpec(fn.__name__, asset=asset, partitions_def=books_partitions,
+                                  description=fn.__doc__, **spec_kwargs)
+        # The op keeps @asset_check's name (asset_check), which step keys and run history show.
+        return multi_asset_check(specs=[spec], can_subset=True, name=f"{asset.key.to_python_identifier()}_{fn.__name__}",
+                                 description=fn.__doc__)(fn)
 
     return decorate
 

@@ -230,13 +230,15 @@ def status(
             failed.add_row(f.book_id, f.stage, " ".join(f.problem.split())[:300],
                            "when its file changes" if f.bad_input else "by the next ingest or sensor tick")
         console.print(failed)
-    failing = failing_checks(dagster)
+    failing = failing_checks(dagster, {b.book.id for b in stats.books})
     for check in failing:
-        console.print(f"[red]failing check[/red] {check.asset}/{check.name}: {check.details}", soft_wrap=True)
+        named = ", ".join(check.books[:10]) + (f" and {len(check.books) - 10} more" if len(check.books) > 10 else "")
+        console.print(f"[red]failing check[/red] {check.asset}/{check.name} on {len(check.books)} books: {named}",
+                      soft_wrap=True)
     if any(check.name.endswith("_matches_postgres") for check in failing):
         console.print("a store differs from Postgres: `corpus repair` rewrites the drifted books from Postgres")
     if not failing:
-        console.print("asset checks: none failing (latest evaluation of each)")
+        console.print("asset checks: none failing (latest evaluation of each, per book)")
 
 
 @app.command()

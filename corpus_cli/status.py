@@ -43,20 +43,15 @@ def corpus_summary(postgres: PostgresResource, qdrant: QdrantResource, graph: Gr
 class FailingCheck:
     name: str
     asset: str
-    when: float
-    details: str
+    books: list[str]
 
 
-def failing_checks(instance: DagsterInstance) -> list[FailingCheck]:
-    """The checks whose latest evaluation failed, with the books they name."""
+def failing_checks(instance: DagsterInstance, books: set[str]) -> list[FailingCheck]:
+    """Each check whose latest evaluation failed on some of `books` (a removed book's history is not
+    counted), with those books."""
     keys: list[AssetCheckKey] = [key for check in book_checks for key in check.check_keys]
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
-    failing = []
-    for key, record in latest.items():
-        if record.status.value != "FAILED":
-            continue
-        evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
-        metadata = {k: v.value for k, v in evaluation.metadata.items()} if evaluation else {}
-        books = metadata.get("failing books") or metadata.get("book") or "?"
-        failing.append(FailingCheck(key.name, key.asset_key.to_user_string(), record.create_timestamp, str(books)))
-    return failing
+    failing: dict[AssetCheckKey, list[str]] = {}
+    for info in instance.event_log_storage.get_asset_check_partition_info(keys):
+        if info.latest_execution_status.value == "FAILED" and info.partition_key in books:
+            failing.setdefault(info.check_key, []).append(info.partition_key)
+    return [FailingCheck(key.name, key.asset_key.to_user_string(), sorted(failed)) for key, failed in failing.items()]

@@ -68,7 +68,7 @@ def current() -> Settings:
         postgres_workers=int(_env("CORPUS_POSTGRES_WORKERS") or 2),
         store_retries=int(_env("CORPUS_STORE_RETRIES") or 4),
         store_retry_delay=float(_env("CORPUS_STORE_RETRY_DELAY") or 2),
-        ef_search=int(_env("CORPUS_EF_SEARCH") or 100),
+        ef_search=int(_env("CORPUS_EF_SEARCH") or 200),
         min_recall=float(_env("CORPUS_MIN_RECALL") or 0.95),
         max_book_mb=float(_env(MAX_BOOK_MB_ENV) or 64),
         pg_pool_size=int(_env("CORPUS_PG_POOL_SIZE") or 4),

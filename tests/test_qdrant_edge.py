@@ -1,15 +1,16 @@
 """Qdrant Edge, the embedded Qdrant, through the store layer: past its exact-search size, shared
 between holders, and its point bookkeeping (the pipeline's own tests run on it end to end)."""
 
+import json
 import threading
 import time
 from types import SimpleNamespace
 
 import numpy as np
-from qdrant_edge import EdgeShard
+from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams, HnswIndexConfig
 
 from resources.qdrant import QdrantEdgeResource
-from resources.qdrant.edge import FULL_SCAN_THRESHOLD
+from resources.qdrant.edge import FULL_SCAN_THRESHOLD, MAX_SEGMENT_KB, SEGMENTS
 
 DIMENSION = 384
 
@@ -80,3 +81,28 @@ def test_a_second_holder_waits_for_the_shard_instead_of_failing(qdrant: QdrantEd
         assert collection.points_per_book(["one", "two"]) == {"one": 5, "two": 5}
     thread.join()
     assert waited > 0.5
+
+
+def _stored_config(qdrant: QdrantEdgeResource) -> dict:
+    return json.loads((qdrant.folder() / "edge_config.json").read_text())
+
+
+def test_a_shard_from_an_earlier_corpus_moves_onto_memory_mapped_vectors_and_capped_segments(qdrant):
+    """Shards made with Edge's defaults (vectors and graph in the holder's memory, two ever-growing
+    segments) take the scale settings when next opened, and keep working."""
+    qdrant.folder().mkdir(parents=True)
+    EdgeShard.create(str(qdrant.folder()), EdgeConfig(
+        vectors=EdgeVectorParams(size=DIMENSION, distance=Distance.Cosine),
+        hnsw_config=HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=FULL_SCAN_THRESHOLD))).close()
+    assert "memory" not in _stored_config(qdrant)["vectors"][""]
+
+    vectors = _vectors(5, 5)
+    with qdrant.open() as collection:
+        collection.upsert(_chunks("old", 5), vectors)
+    config = _stored_config(qdrant)
+    assert config["vectors"][""] == {"size": DIMENSION, "distance": "Cosine", "memory": "cold"}
+    assert config["hnsw_config"]["memory"] == "cold"
+    assert (config["optimizers"]["max_segment_size"], config["optimizers"]["default_segment_number"]) == (
+        MAX_SEGMENT_KB, SEGMENTS)
+    with qdrant.open() as collection:
+        assert collection.search(vectors[2], limit=1)[0].chunk_id == "old-2"
