@@ -16,11 +16,21 @@ from corpus_assets.partitions import EMBEDDING_POOL, QDRANT_POOL
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 PARTITION_TAG = "dagster/partition"
+# Which books a run covers, readable in the UI's run list (ingest, removal and repair runs).
+BOOKS_TAG = "corpus/books"
+
+
+def books_tag(books: list[str]) -> dict[str, str]:
+    """`corpus/books`: the books by name, or how many and the first and last of the range."""
+    if not books:
+        return {BOOKS_TAG: "all drifted books"}
+    named = ", ".join(books) if len(books) <= 3 else f"{len(books)} books: {books[0]} … {books[-1]}"
+    return {BOOKS_TAG: named}
 
 
 def range_tags(books: list[str]) -> dict[str, str]:
     """The tags of a run over `books`, contiguous in the partitions' order (see `partition_ranges`)."""
-    return {RANGE_START_TAG: books[0], RANGE_END_TAG: books[-1]}
+    return {RANGE_START_TAG: books[0], RANGE_END_TAG: books[-1], **books_tag(books)}
 
 
 def partition_ranges(all_keys: list[str], selected: list[str], per_run: int) -> list[list[str]]:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRun
 
-from corpus_assets.batches import ensure_pools, partition_ranges, range_tags
+from corpus_assets.batches import books_tag, ensure_pools, partition_ranges, range_tags
 from corpus_assets.definitions import defs
 from corpus_assets.library_plan import failure_reason
 from corpus_assets.partitions import books_partitions
@@ -81,7 +81,7 @@ def ingest_in_runs(
 def remove_in_run(instance: DagsterInstance, book_ids: list[str]) -> BooksRun:
     """Run `remove_books` for the books: every store, their artifacts, then their partitions."""
     result = defs.resolve_job_def("remove_books").execute_in_process(
-        instance=instance, raise_on_error=False,
+        instance=instance, raise_on_error=False, tags=books_tag(book_ids),
         run_config={**_QUIET_LOGS, "ops": {"remove_books_from_stores": {"config": {"book_ids": book_ids}}}},
     )
     return BooksRun(result.run_id, book_ids, result.success, _failure_reason(result))
@@ -98,7 +98,7 @@ class RepairRun:
 def repair_in_run(instance: DagsterInstance, book_ids: list[str]) -> RepairRun:
     """Run `repair_stores` for the books (empty: every drifted book and orphan) as a Dagster run."""
     result = defs.resolve_job_def("repair_stores").execute_in_process(
-        instance=instance, raise_on_error=False,
+        instance=instance, raise_on_error=False, tags=books_tag(book_ids),
         run_config={**_INFO_LOGS, "ops": {"resync_stores_from_postgres": {"config": {"book_ids": book_ids}}}},
     )
     metadata = {}

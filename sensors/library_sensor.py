@@ -23,7 +23,7 @@ from dagster import (
     sensor,
 )
 
-from corpus_assets.batches import ensure_pools, partition_ranges, range_tags, reap_dead_runs
+from corpus_assets.batches import BOOKS_TAG, books_tag, ensure_pools, partition_ranges, range_tags, reap_dead_runs
 from corpus_assets.jobs import ingest_books
 from corpus_assets.library_plan import (
     books_in_flight,
@@ -100,11 +100,14 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
             RunRequest(
                 job_name=remove_books.name,
                 run_key=f"remove:{_digest(removed)}",
+                tags=books_tag(removed),
                 run_config={"ops": {"remove_books_from_stores": {"config": {"book_ids": removed}}}},
             )
         )
     cursor.removing = sorted((set(cursor.removing) | set(removed)) & set(plan.vanished))
-    context.log.info(f"{summary}; {len(runs)} runs; {time.monotonic() - started:.1f} s")
+    context.log.info(f"{summary}; {len(runs)} runs; {time.monotonic() - started:.1f} s"
+                     + "".join(f"; {verb} {books_tag(books)[BOOKS_TAG]}" for verb, books in
+                               (("ingesting", plan.ingest), ("removing", removed)) if books))
     return SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[AddDynamicPartitionsRequest(books_partitions.name, plan.new_partitions)]

@@ -13,7 +13,7 @@ from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.qdrant import qdrant_points
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
-from corpus_assets.batches import RANGE_END_TAG, RANGE_START_TAG
+from corpus_assets.batches import BOOKS_TAG, RANGE_END_TAG, RANGE_START_TAG, books_tag
 from corpus_assets.checks import graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
 from corpus_assets.library_plan import failures_of_run
 from corpus_assets.partitions import books_partitions
@@ -65,6 +65,7 @@ def test_new_unchanged_changed_and_removed_books(world, library, book_resources,
     first = tick()  # a new book: a partition and one run
     assert instance.get_dynamic_partitions(books_partitions.name) == [WALLPAPER]
     assert ranges(first) == [(WALLPAPER, WALLPAPER)]
+    assert first.run_requests[0].tags[BOOKS_TAG] == WALLPAPER  # what the UI's run list shows
     assert run(first.run_requests[0]).success
     original = ids(WALLPAPER)[0]
     assert original and ids(WALLPAPER) == (original, original, original)
@@ -94,6 +95,7 @@ def test_new_unchanged_changed_and_removed_books(world, library, book_resources,
     removal = tick()
     assert [r.job_name for r in removal.run_requests] == [remove_books.name]
     assert removal.run_requests[0].run_config["ops"]["remove_books_from_stores"]["config"]["book_ids"] == [WALLPAPER]
+    assert removal.run_requests[0].tags[BOOKS_TAG] == WALLPAPER
     assert run(removal.run_requests[0]).success
     assert ids(WALLPAPER) == (set(), set(), set())
     assert ids("another")[0]  # the other book is untouched
@@ -173,3 +175,9 @@ def test_a_store_outage_is_retried_by_the_next_tick_not_held_back(world, book_re
     assert run(retry.run_requests[0]).success
     assert len(set(map(frozenset, ids(WALLPAPER)))) == 1 and ids(WALLPAPER)[0]
     assert tick().run_requests == []
+
+
+def test_a_runs_books_tag_names_few_books_and_counts_many():
+    assert books_tag(["a"]) == {BOOKS_TAG: "a"}
+    assert books_tag(["a", "b", "c"]) == {BOOKS_TAG: "a, b, c"}
+    assert books_tag([f"book{i:03d}" for i in range(100)]) == {BOOKS_TAG: "100 books: book000 … book099"}
