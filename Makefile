@@ -48,10 +48,12 @@ bench-sensor: setup
 	$(BIN)/python bench/sensor_tick.py
 
 # The pipeline at the mission's shape: 9,000 synthetic books (~1.35M chunks) with a stand-in encoder,
-# in waves of 10 %; BOOKS=300 for a quick look (needs ../shared for the prose).
+# in waves of 10 %; BOOKS=300 for a quick look (needs ../shared for the prose). A run cut off between
+# sessions goes on with SCALE_ARGS=--resume; SCALE_ARGS=--search-only measures search again.
 BOOKS ?= 9000
+SCALE_ARGS ?=
 bench-scale: setup
-	$(BIN)/python bench/scale.py --books $(BOOKS)
+	$(BIN)/python bench/scale.py --books $(BOOKS) $(SCALE_ARGS)
 
 clean:
 	rm -rf .corpus

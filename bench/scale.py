@@ -6,7 +6,10 @@ batched runs, all three stores and the checks). Embedding uses the stand-in enco
 StaticEmbedding built from all-MiniLM-L6-v2, see scale_library.py): the figures measure everything
 but MiniLM's own encode time. Writes bench/results/scale.json and scale.md.
 
-    .venv/bin/python bench/scale.py [--books 9000] [--waves 10] [--books-per-run 100]
+    .venv/bin/python bench/scale.py [--books 9000] [--waves 10] [--books-per-run 100] [--resume]
+
+A run longer than a working session goes on with `--resume` (state and per-wave figures are kept in
+--work/progress.json after every wave); results say which waves were resumed.
 """
 
 import argparse
@@ -42,7 +45,10 @@ def main() -> None:
     parser.add_argument("--books-per-run", type=int, default=100)
     parser.add_argument("--chars", type=int, default=86_000, help="characters of text per book (~150 chunks)")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--idle-seconds", type=int, default=300, help="daemon idle window for the Dagster DB growth")
     parser.add_argument("--work", type=Path, default=PROJECT / "bench" / ".state" / "scale")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on after the last finished wave of an interrupted run in --work (same shape)")
     parser.add_argument("--search-only", action="store_true",
                         help="measure search again on the library the last run left in --work (results merged)")
     args = parser.parse_args()
@@ -50,10 +56,11 @@ def main() -> None:
         return search_again(args)
 
     started = time.perf_counter()
-    shutil.rmtree(args.work, ignore_errors=True)
-    staging, library = args.work / "staging", args.work / "library"
-    staging.mkdir(parents=True)
-    library.mkdir()
+    staging, library, progress_file = args.work / "staging", args.work / "library", args.work / "progress.json"
+    shape = {key: getattr(args, key) for key in ("books", "waves", "books_per_run", "chars")}
+    progress = json.loads(progress_file.read_text()) if args.resume and progress_file.exists() else None
+    if progress is not None and progress["shape"] != shape:
+        raise SystemExit(f"--resume: the run in {args.work} was started with {progress['shape']}, not {shape}")
     pool = paragraph_pool()
     model = build_standin_model(PROJECT / "bench" / ".state" / "standin-minilm-calibrated", pool)
     os.environ.update({
@@ -61,16 +68,31 @@ def main() -> None:
         "CORPUS_EMBEDDING_MODEL": str(model), "CORPUS_BOOKS_PER_RUN": str(args.books_per_run),
         "HF_HUB_OFFLINE": "1",
     })
-    files = [write_book(staging, number, pool, args.chars).name for number in range(args.books)]
-    print(f"== {args.books} books written to {staging} ({time.perf_counter() - started:.0f} s)", flush=True)
+    if progress is None:
+        shutil.rmtree(args.work, ignore_errors=True)
+        staging.mkdir(parents=True)
+        library.mkdir()
+        for number in range(args.books):
+            write_book(staging, number, pool, args.chars)
+        print(f"== {args.books} books written to {staging} ({time.perf_counter() - started:.0f} s)", flush=True)
+        progress = {"shape": shape, "waves": [], "seconds_before": 0, "resumed_waves": []}
+    else:
+        print(f"== resuming after wave {len(progress['waves'])} of {args.waves}", flush=True)
+        progress["resumed_waves"].append(len(progress["waves"]) + 1)
+    files = sorted(path.name for path in [*staging.glob("*.txt"), *library.glob("*.txt")])
     own_servers(args.work / "state")
 
-    waves = []
+    waves = progress["waves"]
     per_wave = -(-args.books // args.waves)
-    for first in range(0, args.books, per_wave):
+    for index, first in enumerate(range(0, args.books, per_wave)):
+        if index < len(waves):
+            continue
         for name in files[first:first + per_wave]:
-            (staging / name).rename(library / name)
-        waves.append(timed_ingest(f"wave {len(waves) + 1}: books {first}..{min(first + per_wave, args.books) - 1}"))
+            if (staging / name).exists():  # a resumed wave's files may be in the library already
+                (staging / name).rename(library / name)
+        waves.append(timed_ingest(f"wave {index + 1}: books {first}..{min(first + per_wave, args.books) - 1}"))
+        progress_file.write_text(json.dumps(
+            {**progress, "seconds_before": progress["seconds_before"] + time.perf_counter() - started}))
     cold_wall = sum(w["wall_s"] for w in waves)
     again = timed_ingest("no-change re-run")
 
@@ -85,9 +107,11 @@ def main() -> None:
         "peak_rss_gib": max((w["peak_rss"] for w in [*waves, again]), key=lambda p: p["gib"]),
         "no_change_rerun_fraction": round(again["wall_s"] / cold_wall, 4),
         "waves_detail": waves,
+        # Waves a resumed run went on from (an interrupted wave's first part is not in its figures).
+        "resumed_waves": progress["resumed_waves"],
     }
-    results.update(after_ingest(args.queries))
-    results["bench_seconds"] = round(time.perf_counter() - started)
+    results.update(after_ingest(args.queries, args.idle_seconds))
+    results["bench_seconds"] = round(progress["seconds_before"] + time.perf_counter() - started)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     RESULTS.with_suffix(".md").write_text(markdown(results))
@@ -233,14 +257,14 @@ def flatness(waves: list[dict]) -> float:
     return round(cost(waves[-1]) / cost(waves[0]), 3)
 
 
-def after_ingest(queries: int) -> dict:
+def after_ingest(queries: int, idle_seconds: int) -> dict:
     """Search, store sizes, and the time of the things users do on the full library."""
     from dagster import build_sensor_context
 
     from corpus_assets.definitions import defs
     from sensors.library_sensor import library_sensor
 
-    result = {"search_queries": queries, "search": search(queries), "store_bytes": store_bytes(), "dagster_db_growth": dagster_db_growth()}
+    result = {"search_queries": queries, "search": search(queries), "store_bytes": store_bytes(), "dagster_db_growth": dagster_db_growth(idle_seconds)}
     result["dagster_db_growth_mb_per_hour"] = result["dagster_db_growth"]["mb_per_hour"]
     instance = dagster_instance()
     resources = {key: defs.resources[key] for key in ("library", "postgres")}
@@ -428,7 +452,9 @@ def markdown(r: dict) -> str:
         f"| {ef} | {search_cell(m['pgvector'])} | {search_cell(m['qdrant'])} |"
         for ef, m in s["ef_sweep"].items())
     return (f"`make bench-scale` ({r['cores']} cores, stand-in encoder: {r['stand_in_encoder']}; "
-            f"bench took {r['bench_seconds']:,} s)\n\n| measurement | result |\n|---|---|\n"
+            f"bench took {r['bench_seconds']:,} s"
+            + (f", resumed at waves {', '.join(map(str, r['resumed_waves']))}" if r.get("resumed_waves") else "")
+            + ")\n\n| measurement | result |\n|---|---|\n"
             + "\n".join(f"| {k} | {v} |" for k, v in rows)
             + "\n\nTop-10 search over the whole corpus by HNSW search effort (p50 / p95 / recall@10 vs exact by id "
             + "(with ties counted), "
