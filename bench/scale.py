@@ -281,7 +281,7 @@ def after_ingest(queries: int, idle_seconds: int) -> dict:
     return result
 
 
-def dagster_db_growth(seconds: int = 300) -> dict:
+def dagster_db_growth(seconds: int) -> dict:
     """Dagster's database growth while the daemon ticks over the unchanged library: the daemon runs
     (sensor every 30 s, schedules idle) and the database's size is read after its first tick and
     `seconds` later; MB per hour is extrapolated from that window."""
