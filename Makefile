@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-scale clean
+.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-scale clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -46,6 +46,11 @@ bench-bad-batch: setup
 # Library-sensor ticks on 10,000 files: seconds and cursor bytes per tick (~2 min).
 bench-sensor: setup
 	$(BIN)/python bench/sensor_tick.py
+
+# Book structure (titles, parts, chapters, front/back matter) of the 25 labelled books of ../shared
+# against bench/structure/labels (~10 s); results in bench/results/structure.md.
+bench-structure: setup
+	$(BIN)/python bench/structure/score.py
 
 # The pipeline at the mission's shape: 9,000 synthetic books (~1.35M chunks) with a stand-in encoder,
 # in waves of 10 %; BOOKS=300 for a quick look (needs ../shared for the prose). A run cut off between

@@ -206,7 +206,7 @@ def _key(name: str):
 
 def one_chapter_edit(library: Path, book_id: str) -> dict:
     """Reword one middle chapter of `book_id` (its cleaned text, saved as UTF-8), then ingest."""
-    from corpus_assets.books.chapters import split_sections
+    from corpus_assets.books.structure import split_sections
     from corpus_assets.books.decode import decode_book
     from corpus_assets.books.gutenberg import split_gutenberg
 

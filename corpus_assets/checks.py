@@ -215,12 +215,15 @@ def graph_matches_postgres(
 
 @book_check(asset=book_graph, blocking=True)
 def graph_is_well_formed(context: AssetCheckExecutionContext, graph: GraphResource) -> Iterator[AssetCheckEvaluation]:
-    """Every Chunk is PART_OF exactly its Book, and NEXT links the book's chunks into one path."""
+    """Every Chunk is PART_OF exactly its Book, NEXT links the book's chunks into one path, and every
+    Chapter hangs from its Book or one of the book's Parts."""
 
     def evaluate(book_id: str) -> Verdict:
         with graph.session() as session:
             orphans, order = session.part_of_violations(book_id), session.next_edges(book_id)
-        return not orphans and order.one_path, {
+            loose = session.structure_violations(book_id)
+        return not orphans and order.one_path and not any(loose.values()), {
+            "chapters without one parent": loose["loose_chapters"], "parts not held by the book": loose["loose_parts"],
             "chunks": order.chunks, "next edges": order.edges, "next edges in reading order": order.in_order,
             "expected next edges": max(order.chunks - 1, 0), "chunks not PART_OF exactly this book": len(orphans),
             "sample": ", ".join(orphans) or "none",

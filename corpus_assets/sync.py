@@ -36,5 +36,5 @@ def book_version(book: BookText, chunks: Sequence[Chunk], model: str) -> str:
     """Everything the stores keep of a book: its metadata, chapters, chunks (ids hash their text) and model."""
     return fingerprint(
         book.title, book.author, book.language, book.source_file, book.content_sha256, book.encoding,
-        [(s.index, s.title) for s in book.sections], [(c.id, c.chapter_index) for c in chunks], model,
+        [(s.index, s.title, s.kind, s.part) for s in book.sections], [(c.id, c.chapter_index) for c in chunks], model,
     )

@@ -291,6 +291,45 @@ def repair(
 
 
 @app.command()
+def inspect(
+    files: Annotated[list[Path], typer.Argument(help="Book files to parse (nothing is ingested).")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list, an object per file.")] = False,
+) -> None:
+    """Show what the pipeline would store for book files: title, author, language, encoding, and the
+    sections (front matter, chapters under their parts, back matter) with their offsets."""
+    import json
+
+    from corpus_assets.books.errors import BookError
+    from corpus_cli.inspect import describe, inspect_file
+
+    described, failed = [], 0
+    for path in files:
+        try:
+            book = describe(inspect_file(path))
+        except (BookError, OSError) as error:
+            console.print(f"[red]{path}: {error}[/red]", soft_wrap=True, highlight=False)
+            failed += 1
+            continue
+        described.append(book)
+        if not as_json:
+            _print_inspection(book)
+    if as_json:
+        print(json.dumps(described, ensure_ascii=False, indent=1))
+    if failed:
+        raise typer.Exit(1)
+
+
+def _print_inspection(book: dict) -> None:
+    console.print(f"[bold]{book['file']}[/bold]", soft_wrap=True, highlight=False)
+    for field in ("title", "subtitle", "author", "language", "encoding", "characters"):
+        console.print(f"  {field}: {book[field] if book[field] is not None else '—'}", highlight=False)
+    table = Table("#", "kind", "section", "characters", box=None, pad_edge=False)
+    for i, section in enumerate(book["sections"]):
+        table.add_row(str(i), section["kind"], section["title"], f"{section['end'] - section['start']:,}")
+    console.print(table)
+
+
+@app.command()
 def demo() -> None:
     """Ingest the library (the sample books by default), show what was stored and search it."""
     ingest(None, 0, verbose=False)

@@ -48,6 +48,7 @@ class Settings:
     ef_search: int  # pgvector hnsw.ef_search for search and the recall check
     min_recall: float  # the ann_recall check's threshold
     max_book_mb: float  # largest book file accepted
+    index_matter: bool  # chunk and search front and back matter (contents, indexes...) too
     pg_pool_size: int
     pg_pool_timeout: float
     falkordb_start_timeout: float
@@ -66,6 +67,7 @@ def current() -> Settings:
         embedding_model=_env(MODEL_ENV) or DEFAULT_MODEL,
         books_per_run=int(_env("CORPUS_BOOKS_PER_RUN") or 20),
         postgres_workers=int(_env("CORPUS_POSTGRES_WORKERS") or 2),
+        index_matter=(_env("CORPUS_INDEX_MATTER") or "0").lower() in ("1", "true", "yes"),
         store_retries=int(_env("CORPUS_STORE_RETRIES") or 4),
         store_retry_delay=float(_env("CORPUS_STORE_RETRY_DELAY") or 2),
         ef_search=int(_env("CORPUS_EF_SEARCH") or 200),

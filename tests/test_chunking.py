@@ -1,6 +1,6 @@
 import pytest
 
-from corpus_assets.books.chapters import split_sections
+from corpus_assets.books.structure import split_sections
 from corpus_assets.books.chunking import chunk_book
 from corpus_assets.books.decode import decode_book
 from corpus_assets.books.gutenberg import split_gutenberg

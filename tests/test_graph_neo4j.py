@@ -10,7 +10,7 @@ import pytest
 
 from dagster import build_resources
 
-from corpus_assets.books.chapters import Section
+from corpus_assets.books.structure import Section
 from corpus_assets.books.chunking import Chunk
 from resources.graph import Neo4jResource
 

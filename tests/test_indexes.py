@@ -98,7 +98,7 @@ def test_one_book_in_every_store_with_every_check_green(stores):
     postgres_ids, qdrant_ids, graph_ids = stores.ids(WALLPAPER)
     assert len(postgres_ids) > 30 and postgres_ids == qdrant_ids == graph_ids
     counts = stores.graph_counts(WALLPAPER)
-    assert counts == {"chapters": 1, "next_edges": len(postgres_ids) - 1, "part_of": len(postgres_ids)}
+    assert counts == {"chapters": 1, "parts": 0, "next_edges": len(postgres_ids) - 1, "part_of": len(postgres_ids)}
     checks = evaluations(result)
     assert len(checks) == len(CHECK_KEYS) == 8
     assert all(e.passed for e in checks.values()), {n: e.metadata for n, e in checks.items() if not e.passed}

@@ -20,6 +20,7 @@ from resources.settings import SAMPLE_LIBRARY_DIR as SAMPLE_BOOKS
 ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks]
 WALLPAPER = "1952_the-yellow-wallpaper"
 ALICE = "11_alices-adventures-in-wonderland"
+HAMLET = "1524_hamlet"
 
 
 @pytest.fixture
@@ -193,3 +194,25 @@ def test_a_one_chapter_edit_embeds_only_that_chapters_changed_chunks(pipeline, l
     metadata = latest_metadata(pipeline.instance, "chunk_embeddings", ALICE)
     assert metadata["embedded"] == len(changed)
     assert metadata["reused from cache"] == len(after) - len(changed)
+
+
+def test_front_matter_is_kept_out_of_chunks_unless_asked_for(pipeline, library, database_url, monkeypatch):
+    shutil.copy(SAMPLE_BOOKS / f"{HAMLET}.txt", library)
+    assert pipeline(HAMLET).success
+    with psycopg.connect(database_url) as conn:
+        chapters, subtitle = conn.execute("SELECT chapters, subtitle FROM books WHERE id = %s", (HAMLET,)).fetchone()
+        chunked = {row[0] for row in conn.execute("SELECT DISTINCT chapter FROM chunks WHERE book_id = %s", (HAMLET,))}
+        dramatis = conn.execute("SELECT count(*) FROM chunks WHERE book_id = %s AND text LIKE %s",
+                                (HAMLET, "%CLAUDIUS, King of Denmark%")).fetchone()[0]
+    front = [title for _, title, _, _, kind, _ in chapters if kind == "front"]
+    assert front == ["Front matter", "Contents", "Dramatis Personæ"] and subtitle is None
+    assert not chunked & set(front) and dramatis == 0
+    assert "ACT I · SCENE I. Elsinore. A platform before the Castle." in chunked
+    text_metadata = latest_metadata(pipeline.instance, "book_text", HAMLET)
+    assert (text_metadata["chapters"], text_metadata["parts"]) == (20, 5)
+
+    monkeypatch.setenv("CORPUS_INDEX_MATTER", "1")  # the setting re-chunks the book with its front matter
+    assert pipeline(HAMLET).success
+    with psycopg.connect(database_url) as conn:
+        chunked = {row[0] for row in conn.execute("SELECT DISTINCT chapter FROM chunks WHERE book_id = %s", (HAMLET,))}
+    assert {"Contents", "Dramatis Personæ"} <= chunked

@@ -14,18 +14,27 @@ from corpus_assets.assets._per_book import STORE_RETRY, for_each_book, md_cell
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import CHUNKER_VERSION, OVERLAP, Chunk, chunk_book_timed
 from corpus_assets.books.errors import BookError
+from corpus_assets.books.structure import BODY, Section
 from corpus_assets.partitions import book_asset
 from corpus_assets.sync import fingerprint
+from resources import settings
 from resources.embedding import EmbeddingModel, token_counter
 from resources.postgres import PostgresResource
 from resources.postgres.store import CorpusDB
+
+
+def indexed_sections(book: BookText) -> list[Section]:
+    """The sections whose text is chunked and searched: the body, and front and back matter
+    (contents, transcriber's notes, indexes...) only with CORPUS_INDEX_MATTER=1."""
+    include_matter = settings.current().index_matter
+    return [s for s in book.sections if s.kind == BODY or include_matter]
 
 
 def chunking_inputs(book: BookText, embedding_model: EmbeddingModel) -> str:
     """The fingerprint of everything a book's chunks are computed from."""
     return fingerprint(
         CHUNKER_VERSION, OVERLAP, embedding_model.model_name, embedding_model.max_chunk_tokens(),
-        book.text, [(s.index, s.title, s.start, s.end) for s in book.sections],
+        book.text, [(s.index, s.title, s.start, s.end, s.kind) for s in indexed_sections(book)],
     )
 
 
@@ -39,7 +48,7 @@ def stored_chunks(db: CorpusDB, book_id: str, inputs: str) -> list[Chunk] | None
 
 
 @book_asset(
-    code_version="1",
+    code_version="2",  # 2: front and back matter are not chunked
     kinds={"python"},
     group_name="books",
     retry_policy=STORE_RETRY,
@@ -63,8 +72,8 @@ def book_chunks(
     # Tokenizing holds the GIL, so books are chunked side by side in processes (spawned: the run
     # process has threads), one per core; a single book is chunked in place.
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
-    pending = {book_id: pool.submit(chunk_book_timed, book_id, book_text[book_id].text, book_text[book_id].sections,
-                                    *counting)
+    pending = {book_id: pool.submit(chunk_book_timed, book_id, book_text[book_id].text,
+                                    indexed_sections(book_text[book_id]), *counting)
                for book_id in to_chunk} if pool else {}
 
     def chunk(book_id: str) -> tuple[list[Chunk], dict]:
@@ -75,7 +84,7 @@ def book_chunks(
             chunks, seconds = pending[book_id].result()
         else:
             book = book_text[book_id]
-            chunks, seconds = chunk_book_timed(book_id, book.text, book.sections, *counting)
+            chunks, seconds = chunk_book_timed(book_id, book.text, indexed_sections(book), *counting)
         if not chunks:
             raise BookError("the cleaned text has no words to chunk")
         tokens = [c.token_count for c in chunks]

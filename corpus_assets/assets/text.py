@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, MetadataValue
 
 from corpus_assets.assets._per_book import for_each_book, md_cell
 from corpus_assets.assets.raw import RawBook
-from corpus_assets.books.chapters import Section, split_sections
+from corpus_assets.books.structure import BODY, STRUCTURE_VERSION, Section, split_sections
 from corpus_assets.books.decode import decode_book
 from corpus_assets.books.errors import BookError
 from corpus_assets.books.gutenberg import split_gutenberg
@@ -17,6 +17,7 @@ from corpus_assets.partitions import book_asset
 class BookText:
     book_id: str
     title: str
+    subtitle: str | None
     author: str | None
     language: str | None
     encoding: str
@@ -37,12 +38,13 @@ def clean_book(raw: RawBook) -> BookText:
     return BookText(
         book_id=raw.book_id,
         title=title,
+        subtitle=parts.subtitle,
         author=parts.author,
         language=parts.language,
         encoding=decoded.encoding,
         has_gutenberg_markers=parts.has_markers,
         text=parts.body,
-        sections=split_sections(parts.body, title),
+        sections=split_sections(parts.body, title, parts.author),
         source_file=raw.source_file,
         content_sha256=raw.sha256,
         bytes=len(raw.data),
@@ -50,7 +52,7 @@ def clean_book(raw: RawBook) -> BookText:
 
 
 @book_asset(
-    code_version="1",
+    code_version=STRUCTURE_VERSION,
     kinds={"python"},
     group_name="books",
 )
@@ -60,17 +62,21 @@ def book_text(context: AssetExecutionContext, raw_books: dict[str, RawBook]) -> 
     def clean(book_id: str) -> tuple[BookText, dict]:
         book = clean_book(raw_books[book_id])
         chapters = "\n".join(
-            f"| {s.index} | {md_cell(s.title, 60)} | {s.end - s.start:,} |" for s in book.sections[:60]
+            f"| {s.index} | {s.kind} | {md_cell(s.title, 60)} | {s.end - s.start:,} |" for s in book.sections[:80]
         )
+        body = [s for s in book.sections if s.kind == BODY]
         return book, {
             "title": book.title,
+            "subtitle": book.subtitle or "none",
             "author": book.author or "unknown",
             "language": book.language or "unknown",
             "encoding": book.encoding,
             "gutenberg markers": book.has_gutenberg_markers,
             "characters": len(book.text),
-            "chapters": len(book.sections),
-            "chapter list": MetadataValue.md(f"| # | chapter | characters |\n|---|---|---|\n{chapters}"),
+            "chapters": len(body),
+            "parts": len({s.part for s in body if s.part}),
+            "front and back matter characters": sum(s.end - s.start for s in book.sections if s.kind != BODY),
+            "section list": MetadataValue.md(f"| # | kind | section | characters |\n|---|---|---|---|\n{chapters}"),
             "preview": MetadataValue.md(md_cell(book.text, 400)),
         }
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import semchunk
 
-from corpus_assets.books.chapters import Section
+from corpus_assets.books.structure import Section
 
 OVERLAP = 0.12  # share of a chunk repeated from its neighbour
 # Bump when the same text, sections and tokenizer would give different chunks: stored chunks made

@@ -31,11 +31,20 @@ _FIRST_LINE_TITLE = re.compile(
 )
 
 
+# "Frankenstein; or, The Modern Prometheus", "Emma: A Novel", "Walden, or Life in the Woods"
+_SUBTITLE_SPLIT = re.compile(r"\s*(?:[;:]\s+(?=\S)|,\s+(?=or\b)|\s+[—–]\s+)", re.IGNORECASE)
+_EDITION_SUFFIX = re.compile(r"[,.\s—–-]*\(?\b(?:complete|unabridged)\)?\.?$", re.IGNORECASE)
+
+
+_TITLE_PAGE_CHARS = 1500
+
+
 @dataclass(frozen=True)
 class GutenbergParts:
     body: str
     body_offset: int  # where `body` starts in the decoded file
     title: str | None
+    subtitle: str | None
     author: str | None
     language: str | None
     has_markers: bool
@@ -44,31 +53,81 @@ class GutenbergParts:
 def split_gutenberg(text: str) -> GutenbergParts:
     start = _START_MARKERS.search(text)
     if start is None:
-        return GutenbergParts(text, 0, None, None, None, has_markers=False)
+        return GutenbergParts(text, 0, None, None, None, None, has_markers=False)
     header = text[: start.start()]
     end = _END_MARKERS.search(text, start.end())
     body_start = _skip_producer_credits(text, start.end())
     body_end = end.start() if end else len(text)
-    title, author = _field(header, "Title"), _field(header, "Author")
-    if title is None:
-        title, first_line_author = _title_from_first_line(header)
+    title_lines, author = _field_lines(header, "Title"), _field(header, "Author")
+    if title_lines:
+        title, subtitle = split_title(title_lines)
+    else:
+        first_line_title, first_line_author = _title_from_first_line(header)
+        title, subtitle = split_title([first_line_title]) if first_line_title else (None, None)
         author = author or first_line_author
+    body = text[body_start:body_end]
+    if title and subtitle is None:
+        subtitle = subtitle_from_title_page(body, title, author)
     return GutenbergParts(
-        body=text[body_start:body_end],
+        body=body,
         body_offset=body_start,
         title=title,
+        subtitle=subtitle,
         author=author,
         language=_field(header, "Language"),
         has_markers=True,
     )
 
 
+def subtitle_from_title_page(body: str, title: str, author: str | None) -> str | None:
+    """The subtitle a book's own title page gives under its title ("SIDDHARTHA" / "An Indian Tale",
+    "OLIVER TWIST" / "OR" / "THE PARISH BOY'S PROGRESS"), when the header gives none."""
+    paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", body[:_TITLE_PAGE_CHARS]) if p.strip()]
+    words = _words(title)
+    for i, paragraph in enumerate(paragraphs[:-1]):
+        if _words(paragraph) != words:
+            continue
+        following = paragraphs[i + 1 : i + 3]
+        if following[0].lower() == "or" and len(following) > 1:
+            return f"Or, {following[1]}"
+        line = following[0]
+        names = set(_words(author or ""))
+        if (len(line) > 80 or re.match(r"(?i)by\b", line) or names & set(_words(line))
+                or not line[0].isalpha() or line.endswith((".", ",", ";", ":")) and not line.lower().startswith("or")):
+            return None
+        return line
+    return None
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.upper())
+
+
 def _field(header: str, name: str) -> str | None:
+    lines = _field_lines(header, name)
+    return " ".join(lines) if lines else None
+
+
+def _field_lines(header: str, name: str) -> list[str]:
+    """A header field's value and its indented continuation lines."""
     # Not anchored at line start: some headers run "…www.gutenberg.orgTitle: X" together.
     match = re.search(rf"{name}:[ \t]*(\S.*(?:\n[ \t]+\S.*)*)", header)
     if match is None:
-        return None
-    return " ".join(match.group(1).split())
+        return []
+    return [" ".join(line.split()) for line in match.group(1).splitlines() if line.strip()]
+
+
+def split_title(lines: list[str]) -> tuple[str, str | None]:
+    """The main title alone and the subtitle: a continuation line of the Title field, or what follows
+    "; or," / ", or" / ": " on one line ("Frankenstein; or, the Modern Prometheus"). Edition notes
+    ("Complete", "Volume 1 of 2" in a field of their own) are not part of either."""
+    title, rest = lines[0], " ".join(lines[1:]) or None
+    title = _EDITION_SUFFIX.sub("", title).strip()
+    if rest is None:
+        split = _SUBTITLE_SPLIT.search(title)
+        if split is not None:
+            title, rest = title[: split.start()].strip(), title[split.end():].strip()
+    return title, rest or None
 
 
 def _title_from_first_line(header: str) -> tuple[str | None, str | None]:

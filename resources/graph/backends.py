@@ -4,8 +4,8 @@ from collections.abc import Mapping
 from typing import Any
 
 # Node labels and the properties writes MERGE on or filter by.
-_KEYED_LABELS = ("Book", "Chapter", "Chunk")
-_FILTERED = (("Chapter", "book_id"), ("Chunk", "book_id"))
+_KEYED_LABELS = ("Book", "Part", "Chapter", "Chunk")
+_FILTERED = (("Part", "book_id"), ("Chapter", "book_id"), ("Chunk", "book_id"))
 
 
 class FalkorSession:

@@ -1,6 +1,8 @@
 """Every Cypher statement corpus runs, named for what it does: the same openCypher on FalkorDB and Neo4j.
 
-(:Book)-[:HAS_CHAPTER]->(:Chapter)-[:HAS_CHUNK]->(:Chunk), (:Chunk)-[:PART_OF]->(:Book) and
+(:Book)-[:HAS_CHAPTER]->(:Chapter)-[:HAS_CHUNK]->(:Chunk), or (:Book)-[:HAS_PART]->(:Part)-[:HAS_CHAPTER]->
+(:Chapter) for the chapters of a book's parts (a Chapter's `kind` is front, body or back matter:
+only body chapters have chunks unless CORPUS_INDEX_MATTER is set); (:Chunk)-[:PART_OF]->(:Book) and
 (:Chunk)-[:NEXT]->(:Chunk) in reading order; (:Chunk)-[:SIMILAR {score}]->(:Chunk) to the most
 similar chunks of other books. Writes are `UNWIND $rows` batches that MERGE on indexed, unique ids;
 deletes go in bounded batches too. Values are always parameters.
@@ -10,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from corpus_assets.books.chapters import Section
+from corpus_assets.books.structure import Section
 from corpus_assets.books.chunking import Chunk
 
 BATCH = 1000
@@ -20,13 +22,22 @@ MERGE (b:Book {id: $book.id})
 SET b.title = $book.title, b.author = $book.author, b.language = $book.language,
     b.chapter_count = $book.chapter_count, b.chunk_count = $book.chunk_count
 """
-_MERGE_CHAPTERS = """
+_MERGE_PARTS = """
 UNWIND $rows AS row
 MATCH (b:Book {id: row.book_id})
-MERGE (c:Chapter {id: row.id})
-SET c.book_id = row.book_id, c.index = row.index, c.title = row.title
-MERGE (b)-[:HAS_CHAPTER]->(c)
+MERGE (p:Part {id: row.id})
+SET p.book_id = row.book_id, p.index = row.index, p.title = row.title
+MERGE (b)-[:HAS_PART]->(p)
 """
+# A chapter hangs from its part where it has one, else from its book (labels: constants, never input).
+_MERGE_CHAPTERS_UNDER = """
+UNWIND $rows AS row
+MATCH (parent:{parent} {{id: row.parent_id}})
+MERGE (c:Chapter {{id: row.id}})
+SET c.book_id = row.book_id, c.index = row.index, c.title = row.title, c.kind = row.kind, c.part = row.part
+MERGE (parent)-[:HAS_CHAPTER]->(c)
+"""
+_MERGE_CHAPTERS = {parent: _MERGE_CHAPTERS_UNDER.format(parent=parent) for parent in ("Book", "Part")}
 _MERGE_CHUNKS = """
 UNWIND $rows AS row
 MATCH (ch:Chapter {id: row.chapter_id})
@@ -59,6 +70,14 @@ _DELETE_STALE_CHAPTERS = """
 MATCH (c:Chapter {book_id: $book_id}) WHERE NOT c.id IN $keep
 WITH c LIMIT $limit DETACH DELETE c RETURN count(*) AS deleted
 """
+_DELETE_STALE_PARTS = """
+MATCH (p:Part {book_id: $book_id}) WHERE NOT p.id IN $keep
+WITH p LIMIT $limit DETACH DELETE p RETURN count(*) AS deleted
+"""
+# Chapters are re-hung whole: a new structure can move a chapter under a part or out of one.
+_DELETE_HAS_CHAPTER = """
+MATCH ()-[r:HAS_CHAPTER]->(:Chapter {book_id: $book_id}) WITH r LIMIT $limit DELETE r RETURN count(*) AS deleted
+"""
 _DELETE_NEXT = """
 MATCH (:Chunk {book_id: $book_id})-[r:NEXT]->() WITH r LIMIT $limit DELETE r RETURN count(*) AS deleted
 """
@@ -66,7 +85,7 @@ _DELETE_SIMILAR = """
 MATCH (:Chunk {book_id: $book_id})-[r:SIMILAR]->() WITH r LIMIT $limit DELETE r RETURN count(*) AS deleted
 """
 _DELETE_BOOK_NODES = """
-MATCH (n) WHERE (n:Chunk OR n:Chapter) AND n.book_id = $book_id
+MATCH (n) WHERE (n:Chunk OR n:Chapter OR n:Part) AND n.book_id = $book_id
 WITH n LIMIT $limit DETACH DELETE n RETURN count(*) AS deleted
 """
 _DELETE_BOOK_NODE = "MATCH (b:Book {id: $book_id}) WITH b LIMIT $limit DETACH DELETE b RETURN count(*) AS deleted"
@@ -76,6 +95,17 @@ OPTIONAL MATCH (c)-[:PART_OF]->(b:Book)
 WITH c, collect(b.id) AS books
 WHERE size(books) <> 1 OR books[0] <> $book_id
 RETURN c.id AS id, books LIMIT 5
+"""
+# Chapters that do not hang from exactly one parent (their book or one of its parts), and parts not
+# held by their book.
+_STRUCTURE_VIOLATIONS = """
+MATCH (c:Chapter {book_id: $book_id})
+OPTIONAL MATCH (x)-[:HAS_CHAPTER]->(c)
+WITH c, count(x) AS parents
+WITH sum(CASE WHEN parents = 1 THEN 0 ELSE 1 END) AS loose_chapters
+OPTIONAL MATCH (p:Part {book_id: $book_id})
+OPTIONAL MATCH (b:Book {id: $book_id})-[:HAS_PART]->(p)
+RETURN loose_chapters, count(p) - count(b) AS loose_parts
 """
 _ORDINALS = """
 MATCH (c:Chunk {book_id: $book_id})
@@ -103,11 +133,15 @@ RETURN id, p.id AS previous, n.id AS next,
 _BOOK_STRUCTURE = """
 MATCH (b:Book {id: $book_id})
 OPTIONAL MATCH (b)-[:HAS_CHAPTER]->(ch:Chapter)
-WITH b, count(ch) AS chapters
+WITH b, count(ch) AS direct_chapters
+OPTIONAL MATCH (b)-[:HAS_PART]->(pt:Part)
+WITH b, direct_chapters, count(pt) AS parts
+OPTIONAL MATCH (b)-[:HAS_PART]->(:Part)-[:HAS_CHAPTER]->(pc:Chapter)
+WITH b, direct_chapters, parts, count(pc) AS part_chapters
 OPTIONAL MATCH (c:Chunk {book_id: $book_id})-[n:NEXT]->()
-WITH b, chapters, count(n) AS next_edges
+WITH b, direct_chapters, parts, part_chapters, count(n) AS next_edges
 OPTIONAL MATCH (:Chunk)-[p:PART_OF]->(b)
-RETURN chapters, next_edges, count(p) AS part_of
+RETURN direct_chapters + part_chapters AS chapters, parts, next_edges, count(p) AS part_of
 """
 
 
@@ -147,6 +181,16 @@ def chapter_id(book_id: str, index: int) -> str:
     return f"{book_id}/{index}"
 
 
+def part_ids(book_id: str, sections: Sequence[Section]) -> dict[str, dict]:
+    """The book's parts in reading order, by title: {title: row}."""
+    parts: dict[str, dict] = {}
+    for section in sections:
+        if section.part and section.part not in parts:
+            parts[section.part] = {"id": f"{book_id}/part/{len(parts)}", "book_id": book_id, "index": len(parts),
+                                   "title": section.part}
+    return parts
+
+
 def _batches(rows: Sequence[dict], size: int = BATCH) -> Iterator[Sequence[dict]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
@@ -179,19 +223,25 @@ class BookGraph:
         """
         self._runner.run(_MERGE_BOOK, {"book": {"id": book_id, "title": title, "author": author, "language": language,
                                                 "chapter_count": len(sections), "chunk_count": len(chunks)}})
-        chapters = [{"id": chapter_id(book_id, s.index), "book_id": book_id, "index": s.index, "title": s.title}
+        parts = part_ids(book_id, sections)
+        self._write(_MERGE_PARTS, list(parts.values()))
+        chapters = [{"id": chapter_id(book_id, s.index), "book_id": book_id, "index": s.index, "title": s.title,
+                     "kind": s.kind, "part": s.part, "parent_id": parts[s.part]["id"] if s.part else book_id}
                     for s in sections]
-        self._write(_MERGE_CHAPTERS, chapters)
+        self._delete(_DELETE_HAS_CHAPTER, book_id=book_id)
+        for parent, rows in (("Book", [c for c in chapters if not c["part"]]), ("Part", [c for c in chapters if c["part"]])):
+            self._write(_MERGE_CHAPTERS[parent], rows)
         self._write(_MERGE_CHUNKS, [
             {"id": c.id, "book_id": book_id, "chapter_id": chapter_id(book_id, c.chapter_index), "ordinal": c.ordinal,
              "chapter_index": c.chapter_index, "token_count": c.token_count, "char_start": c.char_start,
              "char_end": c.char_end} for c in chunks])
         stale_chunks = self._delete(_DELETE_STALE_CHUNKS, book_id=book_id, keep=[c.id for c in chunks])
         stale_chapters = self._delete(_DELETE_STALE_CHAPTERS, book_id=book_id, keep=[c["id"] for c in chapters])
+        self._delete(_DELETE_STALE_PARTS, book_id=book_id, keep=[p["id"] for p in parts.values()])
         # The reading order is rewritten whole: an edit can move any chunk.
         self._delete(_DELETE_NEXT, book_id=book_id)
         self._write(_MERGE_NEXT, [{"from_id": a.id, "to_id": b.id} for a, b in zip(chunks, chunks[1:])])
-        return {"chapters": len(chapters), "chunks": len(chunks), "stale chunks deleted": stale_chunks,
+        return {"parts": len(parts), "chapters": len(chapters), "chunks": len(chunks), "stale chunks deleted": stale_chunks,
                 "stale chapters deleted": stale_chapters, "next edges": max(len(chunks) - 1, 0)}
 
     def replace_similar(self, book_id: str, pair_batches: Iterable[Sequence[dict]]) -> tuple[int, int]:
@@ -231,6 +281,11 @@ class BookGraph:
         """Up to 5 of the book's chunks that are not PART_OF exactly this book."""
         return [str(row["id"]) for row in self._runner.run(_PART_OF_VIOLATIONS, {"book_id": book_id})]
 
+    def structure_violations(self, book_id: str) -> dict[str, int]:
+        """Chapters without exactly one parent (book or part), parts not held by their book."""
+        rows = self._runner.run(_STRUCTURE_VIOLATIONS, {"book_id": book_id})
+        return {k: int(v or 0) for k, v in rows[0].items()} if rows else {"loose_chapters": 0, "loose_parts": 0}
+
     def next_edges(self, book_id: str) -> NextEdges:
         ordinals = self._runner.run(_ORDINALS, {"book_id": book_id})[0]
         edges = self._runner.run(_NEXT_EDGES, {"book_id": book_id})[0]
@@ -243,9 +298,10 @@ class BookGraph:
         return int(row["edges"]), int(row["inside"] or 0)
 
     def structure_counts(self, book_id: str) -> dict[str, int]:
-        """The book's chapters, NEXT edges and PART_OF edges."""
+        """The book's chapters (under the book or its parts), parts, NEXT edges and PART_OF edges."""
         rows = self._runner.run(_BOOK_STRUCTURE, {"book_id": book_id})
-        return {k: int(v) for k, v in rows[0].items()} if rows else {"chapters": 0, "next_edges": 0, "part_of": 0}
+        return {k: int(v) for k, v in rows[0].items()} if rows else {"chapters": 0, "parts": 0, "next_edges": 0,
+                                                                       "part_of": 0}
 
     def neighbours(self, chunk_ids: Sequence[str]) -> dict[str, Neighbours]:
         """Each chunk's reading-order neighbours and SIMILAR chunks (either direction, each once)."""

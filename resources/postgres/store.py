@@ -14,7 +14,7 @@ from psycopg import Connection
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from corpus_assets.books.chapters import Section
+from corpus_assets.books.structure import STRUCTURE_VERSION, Section
 from corpus_assets.books.chunking import Chunk
 
 HNSW_INDEX = "chunks_embedding_hnsw_idx"
@@ -23,12 +23,12 @@ _COPY_CHUNKS = f"COPY chunks ({CHUNK_COLUMNS}, embedding, model) FROM STDIN WITH
 # char(64) has the same binary wire format as text.
 _CHUNK_TYPES = ["text", "text", "int4", "int4", "text", "text", "int4", "int4", "int4", "text", "vector", "text"]
 _UPSERT_BOOK = """
-INSERT INTO books (id, title, author, language, source_file, content_sha256, bytes, encoding,
-                   chapter_count, chunk_count, chapters)
-VALUES (%(id)s, %(title)s, %(author)s, %(language)s, %(source_file)s, %(content_sha256)s, %(bytes)s,
-        %(encoding)s, %(chapter_count)s, %(chunk_count)s, %(chapters)s)
+INSERT INTO books (id, title, subtitle, author, language, source_file, content_sha256, bytes, encoding,
+                   chapter_count, chunk_count, chapters, structure_version)
+VALUES (%(id)s, %(title)s, %(subtitle)s, %(author)s, %(language)s, %(source_file)s, %(content_sha256)s, %(bytes)s,
+        %(encoding)s, %(chapter_count)s, %(chunk_count)s, %(chapters)s, %(structure_version)s)
 ON CONFLICT (id) DO UPDATE SET
-    title = EXCLUDED.title, author = EXCLUDED.author, language = EXCLUDED.language,
+    structure_version = EXCLUDED.structure_version, title = EXCLUDED.title, subtitle = EXCLUDED.subtitle, author = EXCLUDED.author, language = EXCLUDED.language,
     source_file = EXCLUDED.source_file, content_sha256 = EXCLUDED.content_sha256,
     bytes = EXCLUDED.bytes, encoding = EXCLUDED.encoding, chapter_count = EXCLUDED.chapter_count,
     chunk_count = EXCLUDED.chunk_count, chapters = EXCLUDED.chapters, updated_at = now()
@@ -74,6 +74,7 @@ class BookRow:
     bytes: int
     encoding: str
     sections: list[Section]
+    subtitle: str | None = None
 
 
 @dataclass(frozen=True)
@@ -158,14 +159,16 @@ class CorpusDB:
 
     def complete_book_hashes(self) -> dict[str, str]:
         """The file sha256 of every book that each store holds whole, at the version Postgres holds:
-        Qdrant and the graph recorded the same book version as pgvector, and SIMILAR edges were written.
-        (A book missing here was cut short: a run killed after its Postgres write, a store down.)"""
+        Qdrant and the graph recorded the same book version as pgvector, and SIMILAR edges were written,
+        all from the current book parser. (A book missing here was cut short: a run killed after its
+        Postgres write, a store down; or it was parsed by an older version of the parser.)"""
         return dict(self.conn.execute(
             "SELECT b.id, b.content_sha256 FROM books b "
             "JOIN book_sync p ON p.book_id = b.id AND p.target = 'pgvector' "
             "JOIN book_sync q ON q.book_id = b.id AND q.target = 'qdrant' AND q.fingerprint = p.fingerprint "
             "JOIN book_sync g ON g.book_id = b.id AND g.target = 'graph' AND g.fingerprint = p.fingerprint "
-            "JOIN book_sync s ON s.book_id = b.id AND s.target = 'similar'"
+            "JOIN book_sync s ON s.book_id = b.id AND s.target = 'similar' "
+            "WHERE b.structure_version = %s", (STRUCTURE_VERSION,)
         ))
 
     def book_ids(self) -> list[str]:
@@ -225,7 +228,7 @@ class CorpusDB:
 
     def stored_book(self, book_id: str) -> BookRow | None:
         row = self.conn.execute(
-            "SELECT id, title, author, language, source_file, content_sha256, bytes, encoding, chapters "
+            "SELECT id, title, author, language, source_file, content_sha256, bytes, encoding, chapters, subtitle "
             "FROM books WHERE id = %s", (book_id,),
         ).fetchone()
         if row is None:
@@ -235,7 +238,7 @@ class CorpusDB:
             Section(index, title, 0, 0) for index, title in self.conn.execute(
                 "SELECT DISTINCT chapter_index, chapter FROM chunks WHERE book_id = %s ORDER BY 1", (book_id,))
         ]
-        return BookRow(*row[:8], sections=sections)
+        return BookRow(*row[:8], sections=sections, subtitle=row[9])
 
     def book_summaries(self) -> list[BookSummary]:
         """Per book: chapters, chunks and tokens as stored."""
@@ -306,10 +309,12 @@ class CorpusDB:
         with self.conn.transaction():
             self._lock_book(book.id)
             self.conn.execute(_UPSERT_BOOK, {
-                "id": book.id, "title": book.title, "author": book.author, "language": book.language,
+                "id": book.id, "title": book.title, "subtitle": book.subtitle, "author": book.author,
+                "language": book.language,
                 "source_file": book.source_file, "content_sha256": book.content_sha256, "bytes": book.bytes,
                 "encoding": book.encoding, "chapter_count": len(book.sections), "chunk_count": len(chunks),
-                "chapters": Jsonb([[s.index, s.title, s.start, s.end] for s in book.sections]),
+                "chapters": Jsonb([[s.index, s.title, s.start, s.end, s.kind, s.part] for s in book.sections]),
+                "structure_version": STRUCTURE_VERSION,
             })
             deleted = self.conn.execute("DELETE FROM chunks WHERE book_id = %s", (book.id,)).rowcount
             with self.conn.cursor().copy(_COPY_CHUNKS) as copy:

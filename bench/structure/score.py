@@ -1,0 +1,188 @@
+"""Score `corpus inspect` against the labelled structure set (bench/structure/labels/, README there).
+
+Per book and overall: title (and subtitle) exact; chapter boundaries found / missed / spurious;
+front and back matter kept out of the body. A labelled heading is found when a body section starts
+at it, or at most `TOLERANCE` characters above it (a part heading opens the chapter right below it).
+Spurious: a body section that starts at no labelled heading. Target: every title right, and on
+every book >= 95 % of boundaries found with <= 5 % spurious (of the labelled boundaries).
+
+    .venv/bin/python bench/structure/score.py [--shared ../shared/corpus] [--book STEM] [--show]
+
+Writes bench/results/structure.json and .md.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[2]
+LABELS = PROJECT / "bench" / "structure" / "labels"
+RESULTS = PROJECT / "bench" / "results" / "structure"
+TOLERANCE = 400
+RECALL_TARGET, SPURIOUS_TARGET = 0.95, 0.05
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=PROJECT.parent / "shared" / "corpus")
+    parser.add_argument("--book", help="score only the label file with this stem")
+    parser.add_argument("--show", action="store_true", help="list each missed and spurious boundary")
+    args = parser.parse_args()
+    labels = [json.loads(p.read_text()) for p in sorted(LABELS.glob("*.json")) if not args.book or p.stem == args.book]
+    files = [args.shared / label["file"] for label in labels]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        sys.exit(f"bench-structure needs the labelled books in {args.shared}: {', '.join(missing)} not found")
+    # One `corpus inspect --json` process for every book: the scorer reads what users would see.
+    inspected = json.loads(subprocess.run(
+        [str(Path(sys.executable).with_name("corpus")), "inspect", "--json", *map(str, files)],
+        check=True, capture_output=True, text=True).stdout)
+    books = [score(label, book, text_of(path), args.show) for label, book, path in zip(labels, inspected, files, strict=True)]
+    results = {"books": books, "overall": overall(books)}
+    if args.book is None:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+        RESULTS.with_suffix(".md").write_text(markdown(results))
+    print(markdown(results))
+
+
+def text_of(path: Path) -> str:
+    from corpus_cli.inspect import inspect_file
+
+    return inspect_file(path).text
+
+
+def line_offsets(text: str) -> list[tuple[int, str]]:
+    offsets, position = [], 0
+    for line in text.split("\n"):
+        offsets.append((position, " ".join(line.split())))
+        position += len(line) + 1
+    return offsets
+
+
+def locate(label: dict, text: str) -> tuple[list[int], list[tuple[int, bool]], list[int], list[str]]:
+    """Offsets of the labelled front headings, body headings (with is-part) and back headings, and
+    the labels that could not be found."""
+    lines = line_offsets(text)
+    position, lost = 0, []
+
+    def find(heading: str, after: int, occurrence: int = 1) -> int | None:
+        for offset, line in lines:
+            if offset >= after and line == heading:
+                occurrence -= 1
+                if occurrence == 0:
+                    return offset
+        return None
+
+    front = []
+    for heading in label["front"]:
+        offset = find(heading, 0)
+        if offset is None:
+            lost.append(heading)
+        else:
+            front.append(offset)
+    body = []
+    for i, entry in enumerate(label["body"]):
+        is_part = entry.startswith("# ")
+        offset = find(entry.removeprefix("# "), position, label["first_heading_occurrence"] if i == 0 else 1)
+        if offset is None:
+            lost.append(entry)
+            continue
+        body.append((offset, is_part))
+        position = offset + 1
+    back = []
+    for heading in label["back"]:
+        offset = find(heading, position)
+        if offset is None:
+            lost.append(heading)
+        else:
+            back.append(offset)
+            position = offset + 1
+    return front, body, back, lost
+
+
+def score(label: dict, book: dict, text: str, show: bool) -> dict:
+    front, body, back, lost = locate(label, text)
+    sections = book["sections"]
+    body_starts = [s["start"] for s in sections if s["kind"] == "body"]
+    found = [e for e, _ in body if any(e - TOLERANCE <= s <= e + 2 for s in body_starts)]
+    missed = [e for e, _ in body if e not in set(found)]
+    spurious = [s for s in body_starts if s > 0 and not any(e - TOLERANCE <= s <= e + 2 for e, _ in body)]
+
+    def kind_at(offset: int) -> str:
+        return next(s["kind"] for s in sections if s["start"] <= offset < max(s["end"], s["start"] + 1))
+
+    matter = front + back
+    kept_out = [m for m in matter if kind_at(m) != "body"]
+    expected = len(body)
+    result = {
+        "book": label["file"],
+        "title_ok": book["title"] == label["title"],
+        "title": book["title"],
+        "subtitle_ok": book["subtitle"] == label["subtitle"],
+        "author_ok": book["author"] == label["author"],
+        "language_ok": (book["language"] or "") == label["language"],
+        "boundaries": expected,
+        "found": len(found),
+        "missed": len(missed),
+        "spurious": len(spurious),
+        "recall": round(len(found) / expected, 3) if expected else 1.0,
+        "spurious_rate": round(len(spurious) / max(expected, 1), 3),
+        "matter": len(matter),
+        "matter_kept_out": len(kept_out),
+        "labels_not_in_text": lost,
+    }
+    result["meets_target"] = (result["title_ok"] and result["recall"] >= RECALL_TARGET
+                              and result["spurious_rate"] <= SPURIOUS_TARGET)
+    if show:
+        heading_at = dict(line_offsets(text))
+        print(f"== {label['file']}: title {book['title']!r} vs {label['title']!r}")
+        for e in missed:
+            print(f"   missed   {e:>8} {heading_at.get(e, '')!r}")
+        for s in spurious:
+            print(f"   spurious {s:>8} {next(x['title'] for x in sections if x['start'] == s)!r}")
+        for m in matter:
+            if m not in kept_out:
+                print(f"   matter in body {m:>8} {heading_at.get(m, '')!r}")
+    return result
+
+
+def overall(books: list[dict]) -> dict:
+    boundaries = sum(b["boundaries"] for b in books)
+    return {
+        "books": len(books),
+        "titles_right": sum(b["title_ok"] for b in books),
+        "subtitles_right": sum(b["subtitle_ok"] for b in books),
+        "boundaries": boundaries,
+        "recall": round(sum(b["found"] for b in books) / max(boundaries, 1), 3),
+        "spurious_rate": round(sum(b["spurious"] for b in books) / max(boundaries, 1), 3),
+        "matter_kept_out": f"{sum(b['matter_kept_out'] for b in books)}/{sum(b['matter'] for b in books)}",
+        "books_meeting_target": sum(b["meets_target"] for b in books),
+    }
+
+
+def markdown(results: dict) -> str:
+    rows = [
+        "| book | title | boundaries | found | missed | spurious | front/back kept out | target |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for b in results["books"]:
+        rows.append(
+            f"| {b['book'].split('/')[-1]} | {'ok' if b['title_ok'] else 'WRONG: ' + b['title']} | {b['boundaries']} "
+            f"| {b['found']} | {b['missed']} | {b['spurious']} | {b['matter_kept_out']}/{b['matter']} "
+            f"| {'yes' if b['meets_target'] else 'no'} |"
+        )
+    o = results["overall"]
+    return (
+        "# Book structure on the labelled set (`make bench-structure`)\n\n" + "\n".join(rows) + "\n\n"
+        f"Overall: {o['titles_right']}/{o['books']} titles, {o['subtitles_right']}/{o['books']} subtitles; "
+        f"boundaries found {o['recall']:.1%}, spurious {o['spurious_rate']:.1%} of {o['boundaries']}; "
+        f"front/back matter kept out {o['matter_kept_out']}; books meeting the target "
+        f"{o['books_meeting_target']}/{o['books']}.\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""What the pipeline would store for a book file, without ingesting it (`corpus inspect`)."""
+
+import hashlib
+from pathlib import Path
+
+from corpus_assets.assets.raw import RawBook
+from corpus_assets.assets.text import BookText, clean_book
+
+
+def inspect_file(path: Path) -> BookText:
+    """Decode, clean and split one file as `book_text` would; raises `BookError` for bad input."""
+    data = path.read_bytes()
+    return clean_book(RawBook(path.stem, str(path), data, hashlib.sha256(data).hexdigest()))
+
+
+def describe(book: BookText) -> dict:
+    """The JSON object `corpus inspect --json` prints for a book."""
+    return {
+        "file": book.source_file,
+        "title": book.title,
+        "subtitle": book.subtitle,
+        "author": book.author,
+        "language": book.language,
+        "encoding": book.encoding,
+        "characters": len(book.text),
+        "sections": [
+            {"title": s.title, "kind": s.kind, "part": s.part, "start": s.start, "end": s.end} for s in book.sections
+        ],
+    }

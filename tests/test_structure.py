@@ -1,0 +1,164 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from corpus_assets.books.gutenberg import split_title
+from corpus_assets.books.structure import BACK, BODY, FRONT, FRONT_MATTER_TITLE, split_sections
+from corpus_assets.books.decode import decode_book
+from corpus_assets.books.gutenberg import split_gutenberg
+
+
+def sections_of(shared_books, name):
+    parts = split_gutenberg(decode_book((shared_books / name).read_bytes()).text)
+    return parts.body, split_sections(parts.body, parts.title)
+
+
+def assert_covers(text, sections):
+    assert sections[0].start == 0 and sections[-1].end == len(text)
+    for before, after in zip(sections, sections[1:]):
+        assert before.end == after.start
+    assert [s.index for s in sections] == list(range(len(sections)))
+
+
+def test_alice_has_twelve_titled_chapters_and_no_contents_entries(shared_books):
+    text, sections = sections_of(shared_books, "11_alices-adventures-in-wonderland.txt")
+    assert_covers(text, sections)
+    assert sections[0].title == FRONT_MATTER_TITLE
+    assert [s.title for s in sections[1:]][:2] == ["CHAPTER I. Down the Rabbit-Hole", "CHAPTER II. The Pool of Tears"]
+    assert len(sections) == 13
+    assert all(s.end - s.start > 1000 for s in sections[1:])
+
+
+def test_numbered_chapters_pride_and_prejudice(shared_books):
+    text, sections = sections_of(shared_books, "1342_pride-and-prejudice.txt")
+    assert_covers(text, sections)
+    assert [s.title for s in sections if s.title.startswith("Chapter")] == [f"Chapter {i}" for i in range(1, 62)]
+
+
+def test_books_and_chapters_war_and_peace(shared_books):
+    text, sections = sections_of(shared_books, "2600_war-and-peace.txt")
+    assert_covers(text, sections)
+    titles = [s.title for s in sections]
+    assert "BOOK ONE: 1805 · CHAPTER I" in titles
+    assert "BOOK FIFTEEN: 1812 - 13 · CHAPTER XX" in titles
+    assert any(t.startswith("FIRST EPILOGUE") for t in titles)
+    assert len(sections) > 360
+
+
+def test_acts_and_scenes_hamlet(shared_books):
+    text, sections = sections_of(shared_books, "1524_hamlet.txt")
+    assert_covers(text, sections)
+    titles = [s.title for s in sections]
+    assert "ACT I · SCENE I. Elsinore. A platform before the Castle." in titles
+    assert "ACT V · SCENE II. A hall in the Castle." in titles
+
+
+def test_letters_then_chapters_frankenstein(shared_books):
+    _, sections = sections_of(shared_books, "84_frankenstein.txt")
+    body = [s.title for s in sections if s.kind == BODY]
+    assert [t.split(".")[0] for t in body[:4]] == ["Letter 1", "Letter 2", "Letter 3", "Letter 4"]
+    assert body[-1] == "Chapter 24"
+    assert [s.title for s in sections if s.kind == FRONT] == [FRONT_MATTER_TITLE, "CONTENTS"]
+
+
+def prose(words: str) -> str:
+    return " ".join([words] * 80)  # a real section's worth of text, not a contents line
+
+
+def test_other_heading_styles():
+    text = "\n\n".join(
+        [prose("Preface words here."), "STAVE I", prose("Marley was dead."), "Stave II.",
+         prose("The first of the three spirits."), "Canto 1", prose("Midway upon the journey."),
+         "BOOK ONE", "CHAPTER 1.", prose("It began."), "XIV.", prose("Numbered part.")]
+    )
+    titles = [s.title for s in split_sections(text, "Fallback")]
+    assert titles == [FRONT_MATTER_TITLE, "STAVE I", "Stave II.", "Canto 1", "BOOK ONE · CHAPTER 1."]
+
+
+def test_numbered_sentences_and_prose_are_not_headings():
+    text = "\n\n".join([prose("I went out."), "V. The best revenge is not to become like them.", "I", prose("Short.")])
+    titles = [s.title for s in split_sections(text, "T")]
+    assert titles == ["T"]  # a lone numeral is no chapter
+
+
+def test_no_headings_gives_one_section_named_after_the_book():
+    text = prose("Just prose.") + "\n\nI wish I could get well faster.\n\n" + prose("No chapters at all.")
+    assert [(s.title, s.start, s.end) for s in split_sections(text, "My Book")] == [("My Book", 0, len(text))]
+
+
+def test_lone_numerals_initials_years_and_author_lines_are_not_chapters():
+    text = "\n\n".join([
+        "CHAPTER I.", prose("It began."), "L. Frank Baum", prose("More."), "M.", prose("Still more."),
+        "CHAPTER II.", prose("Then."), "MDCCCXXIX.", prose("A year."), "I.", prose("A stray numeral."),
+        "CHAPTER III.", prose("The end."),
+    ])
+    assert [s.title for s in split_sections(text, "T")] == ["CHAPTER I.", "CHAPTER II.", "CHAPTER III."]
+
+
+def test_the_body_wins_over_a_contents_list_and_front_back_matter_are_their_own_kinds():
+    contents = "\n\n".join(["CONTENTS", "CHAPTER I. The Start", "CHAPTER II. The Middle", "CHAPTER III. The Last"])
+    text = "\n\n".join([
+        "Produced by a volunteer.", contents, "CHAPTER I.", "THE START", prose("Once."),
+        "CHAPTER II.", "THE MIDDLE", prose("Then."), "CHAPTER III.", "THE LAST", prose("Last."),
+        "THE END", "INDEX", "Apples, 12\nPears, 14",
+    ])
+    sections = split_sections(text, "T")
+    assert [(s.kind, s.title) for s in sections] == [
+        (FRONT, "Produced by a volunteer."), (FRONT, "CONTENTS"), (BODY, "CHAPTER I. THE START"),
+        (BODY, "CHAPTER II. THE MIDDLE"), (BODY, "CHAPTER III. THE LAST"), (BACK, "INDEX"),
+    ]
+    assert sections[-1].end == len(text)
+
+
+def test_parts_chapters_in_other_languages_and_two_line_headings():
+    text = "\n\n".join([
+        "LIVRE PREMIER", "CHAPITRE I", prose("Il était une fois."), "CHAPITRE II\nLa suite", prose("Ensuite."),
+        "LIVRE DEUXIÈME", "CHAPITRE I", prose("Encore."), "Erster Teil", "Kapitel 1", prose("Es war einmal."),
+        "Kapitel 2", prose("Dann."), "Capítulo III", prose("Y luego."), "Capítulo IV", prose("Fin."),
+    ])
+    sections = split_sections(text, "T")
+    assert [(s.part, s.title) for s in sections] == [
+        ("LIVRE PREMIER", "LIVRE PREMIER · CHAPITRE I"), ("LIVRE PREMIER", "LIVRE PREMIER · CHAPITRE II. La suite"),
+        ("LIVRE DEUXIÈME", "LIVRE DEUXIÈME · CHAPITRE I"), ("Erster Teil", "Erster Teil · Kapitel 1"),
+        ("Erster Teil", "Erster Teil · Kapitel 2"), ("Erster Teil", "Erster Teil · Capítulo III"),
+        ("Erster Teil", "Erster Teil · Capítulo IV"),
+    ]
+
+
+def test_numbered_chapters_with_titles_below_and_numbered_notes_after_them():
+    chapters = [f"{n}\n\nThe Title of Chapter {n}\n\n{prose('Words of the chapter.')}" for n in range(1, 5)]
+    notes = "\n\n".join(["1. See the map.", prose("Note."), "6. SHI CHI, ch. 25.", prose("Note."),
+                         "12. A later note.", prose("Note.")])
+    sections = split_sections("\n\n".join([*chapters, notes]), "T")
+    assert [s.title for s in sections] == [f"{n}. The Title of Chapter {n}" for n in range(1, 5)]
+
+
+def test_a_book_of_titled_chapters_without_numbers():
+    text = "\n\n\n\n" + "\n\n\n\n".join(f"THE {name} CHAPTER\n\n{prose('Prose of it.')}" for name in ("FIRST", "OTHER", "LAST"))
+    assert [s.title for s in split_sections(text, "T")] == ["THE FIRST CHAPTER", "THE OTHER CHAPTER", "THE LAST CHAPTER"]
+    assert [s.title for s in split_sections(text.replace("THE OTHER", "The other"), "T")] == [
+        "THE FIRST CHAPTER", "THE LAST CHAPTER"]  # "The other chapter": not capitalised like a title
+
+
+def test_titles_and_subtitles():
+    assert split_title(["Frankenstein", "or The Modern Prometheus"]) == ("Frankenstein", "or The Modern Prometheus")
+    assert split_title(["Jane Eyre: An Autobiography"]) == ("Jane Eyre", "An Autobiography")
+    assert split_title(["Walden, or Life in the Woods"]) == ("Walden", "or Life in the Woods")
+    assert split_title(["The Adventures of Tom Sawyer, Complete"]) == ("The Adventures of Tom Sawyer", None)
+    assert split_title(["Hamlet"]) == ("Hamlet", None)
+
+
+def test_corpus_inspect_prints_what_would_be_stored_as_json(shared_books, tmp_path):
+    bad = tmp_path / "empty.txt"
+    bad.write_bytes(b"")
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("corpus")), "inspect", "--json", str(shared_books / "84_frankenstein.txt"),
+         str(bad)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "empty.txt: the file is empty" in result.stderr + result.stdout.split("[", 1)[0] or "the file is empty" in result.stdout
+    [book] = json.loads(result.stdout[result.stdout.index("["):])
+    assert (book["title"], book["subtitle"], book["encoding"]) == ("Frankenstein", "or The Modern Prometheus", "utf-8-sig")
+    kinds = [s["kind"] for s in book["sections"]]
+    assert kinds[:2] == [FRONT, FRONT] and kinds[2:] == [BODY] * 28
+    assert all(a["end"] == b["start"] for a, b in zip(book["sections"], book["sections"][1:]))
