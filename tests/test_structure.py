@@ -135,10 +135,27 @@ def test_numbered_chapters_with_titles_below_and_numbered_notes_after_them():
 
 
 def test_a_book_of_titled_chapters_without_numbers():
-    text = "\n\n\n\n" + "\n\n\n\n".join(f"THE {name} CHAPTER\n\n{prose('Prose of it.')}" for name in ("FIRST", "OTHER", "LAST"))
-    assert [s.title for s in split_sections(text, "T")] == ["THE FIRST CHAPTER", "THE OTHER CHAPTER", "THE LAST CHAPTER"]
-    assert [s.title for s in split_sections(text.replace("THE OTHER", "The other"), "T")] == [
-        "THE FIRST CHAPTER", "THE LAST CHAPTER"]  # "The other chapter": not capitalised like a title
+    titles = ["THE RIVER", "WITH THE FERRYMAN", "OM"]
+    text = "\n\n\n\n" + "\n\n\n\n".join(f"{title}\n\n{prose('Prose of it.')}" for title in titles)
+    assert [s.title for s in split_sections(text, "T")] == titles
+    assert [s.title for s in split_sections(text.replace("WITH THE FERRYMAN", "With the ferryman he"), "T")] == [
+        "THE RIVER", "OM"]  # not capitalised like a title
+
+
+def test_ordinal_chapters_wrapped_titles_and_cantos_of_three_canticles():
+    text = "\n\n".join(["Erstes Kapitel", prose("Es war."), "Zweites Kapitel", prose("Dann."),
+                        "Drittes Kapitel", prose("Ende.")])
+    assert [s.title for s in split_sections(text, "T")] == ["Erstes Kapitel", "Zweites Kapitel", "Drittes Kapitel"]
+    text = "\n\n".join(f"{n}. The Cyclone That Carried\nDorothy Away {'I' * n}\n\n{prose('Words.')}" for n in (1, 2, 3))
+    assert [s.title for s in split_sections(text, "T")][0] == "1. The Cyclone That Carried Dorothy Away I"
+    # Three canticles with no part headings, each numbering its cantos from I: all of them count,
+    # and a stray "I." inside a canto does not.
+    cantos = []
+    for canticle in range(3):
+        for n in ("I", "II", "III", "IV"):
+            cantos += [f"CANTO {n}", prose(f"Verse {canticle}.")]
+    cantos.insert(5, "I.")
+    assert len([s for s in split_sections("\n\n".join(cantos), "T")]) == 12
 
 
 def test_titles_and_subtitles():

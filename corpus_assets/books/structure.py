@@ -94,10 +94,10 @@ _KEYWORD_HEADING = re.compile(
     rf"^(?P<word>(?i:{_PART_WORDS}|{_CHAPTER_WORDS}))\.?\s+(?P<number>{_NUMBER})(?![\w'’])"
     rf"(?P<rest>(?:[.:,;—–-]|\s).{{0,70}})?$"
 )
-# "THE FIRST BOOK", "Book the Second", "FIRST PART", "Part the Third", "Erster Teil", "Livre premier"
-_ORDINAL_PART = re.compile(
-    rf"^(?i:(?:the\s+|his\s+)?(?P<n1>{_SPELLED})\s+(?P<w1>{_PART_WORDS})"
-    rf"|(?P<w2>{_PART_WORDS})\s+(?:the\s+)?(?P<n2>{_SPELLED}))\.?(?P<rest>[:.—–-].{{0,70}})?$"
+# "THE FIRST BOOK", "Book the Second", "FIRST PART", "Erster Teil", "Erstes Kapitel", "Chapter the First"
+_ORDINAL_HEADING = re.compile(
+    rf"^(?i:(?:the\s+|his\s+)?(?P<n1>{_SPELLED})\s+(?P<w1>{_PART_WORDS}|{_CHAPTER_WORDS})"
+    rf"|(?P<w2>{_PART_WORDS}|{_CHAPTER_WORDS})\s+the\s+(?P<n2>{_SPELLED}))\.?(?P<rest>[:.—–-].{{0,70}})?$"
 )
 # "IV", "IV.", "4", "12.  The Cyclone", "IV. THE COPPER BEECHES"; not "V. The best revenge is, not to..."
 _BARE_NUMBER = re.compile(
@@ -128,6 +128,8 @@ _SMALL_WORDS = {
 _THE_END = re.compile(r"^(?i:the\s+end|finis|fin|ende)\W*$")
 
 _MAX_SKIP = 6  # a numbered chain may skip this many lost or misprinted headings
+_SKIP_COST = 0.6  # per number skipped: one skip still pays, a run of strays does not
+_RESTART_COST = 1.1  # numbering starting again at 1 with no part heading above it
 _TITLED_TEXT_CHARS = 120  # text below a title-only heading (a short poem's)
 _BODY_TEXT_CHARS = 1500  # prose below a heading that marks the start of the body
 _LOOK_BACK = 64  # members of a style a chain may pass over (stray numerals between two chapters)
@@ -190,11 +192,12 @@ def _candidates(paragraphs: list[tuple[int, int, str]], book_title: str):
             # ("ACT V / Scene I. ... / Scene II. ...", "1. WU TZU, in 1 CHUAN or 6 / chapters...") is a
             # contents entry or a numbered paragraph.
             title_below = (_bare(first) and _looks_like_title(" ".join(lines[1:]))) or (
-                heading.style and not heading.style.startswith("bare/") and len(lines) == 2
-                and _looks_like_title(" ".join(lines)))
+                heading.style and len(lines) == 2 and _looks_like_title(" ".join(lines))
+                and not any(c.isdigit() for c in lines[1]))  # "12. The Cyclone That Carried" / "Dorothy Away"
             if not title_below or any(_classify(line, 0, 0) is not None for line in lines[1:]):
                 continue
-            heading = replace(heading, end=end, text=f"{_joinable(first)} {' '.join(lines[1:])}")
+            joined = _joinable(first) if _bare(first) else first  # a title wrapping onto the next line
+            heading = replace(heading, end=end, text=f"{joined} {' '.join(lines[1:])}")
         elif heading.level in ("part", "chapter", "named") and i + 1 < len(paragraphs) and _bare(first) and _is_title(
                 paragraphs[i + 1][2], heading):
             title_paragraph = i + 1
@@ -224,10 +227,10 @@ def _classify(line: str, start: int, end: int) -> _Heading | None:
             return None
         level = "part" if word in _PART_LEVEL else "chapter"
         return _Heading(start, end, line, level, f"{word}/{kind}", number)
-    if ordinal := _ORDINAL_PART.match(line):
+    if ordinal := _ORDINAL_HEADING.match(line):
         word = (ordinal.group("w1") or ordinal.group("w2")).lower()
         number, _ = _value(ordinal.group("n1") or ordinal.group("n2"))
-        return _Heading(start, end, line, "part", f"{word}/ordinal", number)
+        return _Heading(start, end, line, "part" if word in _PART_LEVEL else "chapter", f"{word}/ordinal", number)
     if _NAMED_BODY.match(line):
         return _Heading(start, end, line, "named")
     if _BACK_MATTER.match(bare_line):
@@ -263,7 +266,7 @@ def _bare(line: str) -> bool:
     """A heading with a number and no title of its own: "CHAPTER IV.", "XII", "PART TWO"."""
     if re.fullmatch(rf"(?:(?i:{_PART_WORDS}|{_CHAPTER_WORDS})\.?\s+)?{_NUMBER}\.?", line):
         return True
-    ordinal = _ORDINAL_PART.fullmatch(line)
+    ordinal = _ORDINAL_HEADING.fullmatch(line)
     return bool(ordinal and not ordinal.group("rest"))
 
 
@@ -417,22 +420,27 @@ def _in_sequence(headings: list[_Heading]) -> list[_Heading]:
 
 
 def _longest_chain(numbers: list[int], restarts: list[bool]) -> list[int]:
-    """Indexes of the longest run of rising numbers, each at most `_MAX_SKIP` above the one before
-    it (a heading the text lost or misprinted), starting again at 1 where `restarts` allows."""
-    length = [0] * len(numbers)
+    """Indexes of the best-supported run of rising numbers: each member one above the one before
+    it, or a few above (a heading the text lost or misprinted, at a cost per number skipped), or 1
+    again (free under a new part; elsewhere, as in cantos of three canticles with no part headings,
+    at a cost that only a sequence continuing from it repays, so a stray "I." stays out)."""
+    score = [0.0] * len(numbers)
     previous = [-1] * len(numbers)
     restarts_before = [0]  # restarts_before[i]: how many restarts among the first i members
     for restart in restarts:
         restarts_before.append(restarts_before[-1] + restart)
     for i, number in enumerate(numbers):
+        score[i] = 1.0  # a chain may start anywhere: the first heading of a book's second volume
         for j in range(i - 1, max(i - _LOOK_BACK, 0) - 1, -1):
-            restarted = restarts_before[i + 1] > restarts_before[j + 1]
-            fits = numbers[j] < number <= numbers[j] + _MAX_SKIP or (number == 1 and restarted)
-            if fits and length[j] + 1 > length[i]:
-                length[i], previous[i] = length[j] + 1, j
-        if length[i] == 0:
-            length[i] = 1  # a chain may start anywhere: the first heading of a book's second volume
-    best = max(range(len(numbers)), key=lambda i: (length[i], -i), default=-1)
+            if numbers[j] < number <= numbers[j] + _MAX_SKIP:
+                gain = 1.0 - _SKIP_COST * (number - numbers[j] - 1)
+            elif number == 1:
+                gain = 1.0 if restarts_before[i + 1] > restarts_before[j + 1] else 1.0 - _RESTART_COST
+            else:
+                continue
+            if score[j] + gain > score[i]:
+                score[i], previous[i] = score[j] + gain, j
+    best = max(range(len(numbers)), key=lambda i: (score[i], -i), default=-1)
     chain = []
     while best >= 0:
         chain.append(best)
