@@ -112,6 +112,10 @@ def test_one_book_in_every_store_with_every_check_green(stores):
         assert collection.count() == len(postgres_ids)
     for store in ("pgvector_chunks", "qdrant_points", "book_graph", "similar_chunks"):
         assert materialization_metadata(again, store)["unchanged (not rewritten)"] is True, store
+    # A rate only over a write that happened; the graph assets are tagged with the backend that runs them.
+    assert "points written per second" in materialization_metadata(result, "qdrant_points")
+    assert "points written per second" not in materialization_metadata(again, "qdrant_points")
+    assert [spec.kinds for spec in book_graph.specs] == [{"falkordb"}]
 
 
 @pytest.mark.parametrize("breakage", ["delete a Qdrant point", "drop a Chunk node"])

@@ -92,10 +92,18 @@ def test_one_book_end_to_end(pipeline, database_url):
 def test_rematerializing_leaves_the_same_rows(pipeline, database_url):
     assert pipeline(WALLPAPER).success
     first = chunk_rows(database_url, WALLPAPER)
+    embedded = latest_metadata(pipeline.instance, "chunk_embeddings", WALLPAPER)
+    assert embedded["chunks embedded in run"] == len(first) and embedded["chunks per second"] > 0
+    assert "model load seconds" in embedded and "unchanged" not in embedded
 
     assert pipeline(WALLPAPER).success  # unchanged: chunks come back from Postgres, nothing is rewritten
     assert chunk_rows(database_url, WALLPAPER) == first
     assert latest_metadata(pipeline.instance, "book_chunks", WALLPAPER)["reused from postgres"] is True
+    assert latest_metadata(pipeline.instance, "book_chunks", WALLPAPER)["chunks"] == len(first)
+    # Nothing encoded: the same counts, "unchanged", and no rate over work that did not happen.
+    cached = latest_metadata(pipeline.instance, "chunk_embeddings", WALLPAPER)
+    assert (cached["chunks"], cached["reused from cache"], cached["chunks embedded in run"]) == (len(first), len(first), 0)
+    assert "unchanged" in cached and not {"chunks per second", "run encode seconds", "model load seconds"} & set(cached)
     unchanged = latest_metadata(pipeline.instance, "pgvector_chunks", WALLPAPER)
     assert unchanged["unchanged (not rewritten)"] is True and unchanged["rows replaced"] == 0
 

@@ -13,7 +13,7 @@ from corpus_assets.assets.embeddings import BookEmbeddings
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import Chunk
 from corpus_assets.partitions import book_asset
-from resources.graph import GraphResource
+from resources.graph import GraphResource, backend_kind
 from resources.graph.book_graph import BATCH, BookGraph
 from resources.postgres import PostgresResource
 from resources.postgres.store import CorpusDB
@@ -21,7 +21,7 @@ from resources.postgres.store import CorpusDB
 
 @book_asset(
     code_version="1",
-    kinds={"neo4j"},
+    kinds={backend_kind()},
     group_name="indexes",
     retry_policy=STORE_RETRY,
     deps=["pgvector_chunks"],  # Postgres, the source of truth, is written first
@@ -86,7 +86,7 @@ def relink_similar(session: BookGraph, postgres: PostgresResource, book_id: str,
     return edges
 
 
-@book_asset(code_version="1", kinds={"neo4j", "postgres"}, group_name="indexes",
+@book_asset(code_version="1", kinds={backend_kind(), "postgres"}, group_name="indexes",
     retry_policy=STORE_RETRY, deps=["pgvector_chunks", "book_graph"])
 def similar_chunks(
     context: AssetExecutionContext,

@@ -56,7 +56,7 @@ def qdrant_points(
                     stale = collection.delete_book_except(book_id, [c.id for c in chunks])
                 db.record_sync(book_id, "qdrant", version)
             seconds = time.perf_counter() - started
-            return None, {
+            metadata = {
                 "points": len(chunks),
                 "unchanged (not rewritten)": unchanged,
                 "stale points deleted": stale,
@@ -66,7 +66,9 @@ def qdrant_points(
                 "first point id": point_id(chunks[0].id),
                 "backend": collection.backend,
                 "seconds": round(seconds, 2),
-                "points per second": round(len(chunks) / seconds, 1) if seconds else 0.0,
             }
+            if not unchanged:  # a rate only over points actually written
+                metadata["points written per second"] = round(len(chunks) / seconds, 1)
+            return None, metadata
 
         for_each_book(context, context.partition_keys, write)

@@ -24,6 +24,11 @@ from resources.graph.book_graph import BookGraph
 _NEO4J_LIVENESS_CHECK_SECONDS = 30.0
 
 
+def backend_kind() -> str:
+    """The Dagster kind of the graph backend the Definitions choose: what the UI tags graph assets with."""
+    return "neo4j" if settings.current().neo4j_uri else "falkordb"
+
+
 class GraphResource(ConfigurableResource):
     """The book graph in some backend."""
 
