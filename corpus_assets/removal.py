@@ -1,6 +1,7 @@
-"""Removing books: every trace of a book leaves every store, then its partition goes."""
+"""Removing books: every trace of a book leaves every store, then its partition and its history in
+Dagster go."""
 
-from dagster import Config, OpExecutionContext, ResourceParam, job, op
+from dagster import AssetObservation, Config, MetadataValue, OpExecutionContext, ResourceParam, job, op
 from pydantic import Field
 
 from corpus_assets.partitions import books_partitions
@@ -44,6 +45,19 @@ def remove_books_from_stores(
     for book_id in config.book_ids:
         if context.instance.has_dynamic_partition(books_partitions.name, book_id):
             context.instance.delete_dynamic_partition(books_partitions.name, book_id)
+    # Each asset's events say the book was removed: an observation on its partition, recorded after
+    # the partition is gone so the book's asset pages end with it. (Wiping the partitions' history,
+    # `wipe_asset_partitions`, is not supported by Dagster's OSS SQL event log storage: it raises
+    # NotImplementedError there, so it is only done where the storage supports it.)
+    removed = {"removed": MetadataValue.text("this book was removed from every store and its partition deleted")}
+    asset_keys = context.instance.get_asset_keys()
+    for asset_key in asset_keys:
+        for book_id in config.book_ids:
+            context.instance.report_runless_asset_event(AssetObservation(asset_key, partition=book_id, metadata=removed))
+        try:
+            context.instance.wipe_asset_partitions(asset_key, config.book_ids)
+        except NotImplementedError:
+            pass
 
 
 @job(description="Remove books (run config: book_ids) from Postgres, Qdrant, the graph and the artifacts.")

@@ -4,7 +4,7 @@ import hashlib
 import json
 
 import pytest
-from dagster import DagsterInstance, build_sensor_context, materialize
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, build_sensor_context, materialize
 
 from corpus_assets.assets.chunks import book_chunks
 from corpus_assets.assets.embeddings import chunk_embeddings
@@ -100,6 +100,13 @@ def test_new_unchanged_changed_and_removed_books(world, library, book_resources,
     assert ids(WALLPAPER) == (set(), set(), set())
     assert ids("another")[0]  # the other book is untouched
     assert instance.get_dynamic_partitions(books_partitions.name) == ["another"]
+    # Every asset of the removed book ends with an event saying so (the OSS event log cannot wipe one
+    # partition's history); the other book has none.
+    for asset in ("raw_books", "book_text", "pgvector_chunks"):
+        observed = instance.fetch_observations(AssetRecordsFilter(asset_key=AssetKey(asset),
+                                                                  asset_partitions=[WALLPAPER, "another"]), limit=5)
+        assert [(r.partition_key, "removed" in r.asset_observation.metadata) for r in observed.records] == [
+            (WALLPAPER, True)], asset
     assert tick().run_requests == []
     with opened(book_resources["postgres"]) as postgres, postgres.db() as db:
         assert list(db.library_files()) == ["another"]  # the deleted file is forgotten
