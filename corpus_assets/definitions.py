@@ -9,6 +9,7 @@ from dagster import Definitions, EnvVar, in_process_executor
 
 from corpus_assets.assets.chunks import book_chunks
 from corpus_assets.assets.embeddings import chunk_embeddings
+from corpus_assets.assets.files import book_files
 from corpus_assets.assets.graph import book_graph, similar_chunks
 from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.qdrant import qdrant_points
@@ -44,7 +45,7 @@ def store_resources(config: settings.Settings) -> dict[str, PostgresResource | Q
 
 
 defs = Definitions(
-    assets=[raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
+    assets=[book_files, raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
             similar_chunks],
     asset_checks=book_checks,
     jobs=[ingest_books, register_books_job, remove_books, repair_stores, check_all_books, maintain_postgres,

@@ -61,6 +61,7 @@ def ingest(
     """Bring the stores in line with the library folder, as the library sensor does: new and changed
     books are ingested (several per Dagster run; a bad book fails alone), deleted files' books are
     removed, unchanged books are skipped. Ends with a summary; exit code 1 if some book failed."""
+    from corpus_assets.assets.files import file_observations
     from corpus_assets.batches import reap_dead_runs
     from corpus_assets.library_plan import books_in_flight, plan_library, record_failed_run, scan_library
     from corpus_assets.partitions import BOOKS_PER_RUN, books_partitions
@@ -93,6 +94,8 @@ def ingest(
         console.print(f"{len(files)} book files in {library.root()}; {len(plan.new_partitions)} newly registered",
                       soft_wrap=True)
         to_run = list(books) if books else plan.ingest
+        for observation in file_observations({book: scan.current[book] for book in to_run if book in scan.current}):
+            dagster.report_runless_asset_event(observation)  # the books' file versions, as the sensor records them
         db.forget_book_failures([*plan.cleared, *to_run])  # a new failure is recorded if its run fails
         with Progress(
             TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("books"),

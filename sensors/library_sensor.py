@@ -23,6 +23,7 @@ from dagster import (
     sensor,
 )
 
+from corpus_assets.assets.files import file_observations
 from corpus_assets.batches import BOOKS_TAG, books_tag, ensure_pools, partition_ranges, range_tags, reap_dead_runs
 from corpus_assets.jobs import ingest_books
 from corpus_assets.library_plan import (
@@ -110,6 +111,8 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
                                (("ingesting", plan.ingest), ("removing", removed)) if books))
     return SensorResult(
         run_requests=run_requests,
+        # New and changed files: their books' data versions, so the UI shows them unsynced until ingested.
+        asset_events=file_observations({book_id: scan.current[book_id] for book_id in plan.ingest}),
         dynamic_partitions_requests=[AddDynamicPartitionsRequest(books_partitions.name, plan.new_partitions)]
         if plan.new_partitions else [],
         cursor=cursor.dump(),

@@ -4,10 +4,11 @@ import hashlib
 import json
 
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, build_sensor_context, materialize
+from dagster import AssetKey, AssetRecordsFilter, DagsterInstance, build_op_context, build_sensor_context, materialize
 
 from corpus_assets.assets.chunks import book_chunks
 from corpus_assets.assets.embeddings import chunk_embeddings
+from corpus_assets.assets.files import book_files
 from corpus_assets.assets.graph import book_graph, similar_chunks
 from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.qdrant import qdrant_points
@@ -15,6 +16,7 @@ from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
 from corpus_assets.batches import BOOKS_TAG, RANGE_END_TAG, RANGE_START_TAG, books_tag
 from corpus_assets.checks import graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
+from corpus_assets.definitions import defs
 from corpus_assets.library_plan import failures_of_run
 from corpus_assets.partitions import books_partitions
 from corpus_assets.removal import remove_books
@@ -23,6 +25,7 @@ from sensors.library_sensor import library_sensor
 
 ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph, similar_chunks]
 WALLPAPER = "1952_the-yellow-wallpaper"
+DATA_VERSION_TAG = "dagster/data_version"
 
 
 @pytest.fixture
@@ -36,6 +39,8 @@ def world(book_resources, qdrant, graph, opened):
             result = library_sensor(context)
         for request in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        for event in result.asset_events:  # what the daemon records with the tick
+            instance.report_runless_asset_event(event)
         state["cursor"] = result.cursor
         return result
 
@@ -53,6 +58,16 @@ def world(book_resources, qdrant, graph, opened):
                     graph_chunk_ids(graph, book_id))
 
     return instance, tick, run, ids
+
+
+def staleness(instance, book_id, asset="raw_books"):
+    """What the UI shows for the book's partition of `asset`: fresh, or stale (unsynced)."""
+    # Dagster's public API exposes staleness only through the UI/GraphQL: its resolver is read here.
+    from dagster._core.definitions.data_version import CachingStaleStatusResolver
+    from dagster._core.loader import LoadingContextForTest
+
+    resolver = CachingStaleStatusResolver(instance, defs.resolve_asset_graph(), LoadingContextForTest(instance))
+    return resolver.get_status(AssetKey(asset), book_id).value
 
 
 def ranges(result):
@@ -82,13 +97,28 @@ def test_new_unchanged_changed_and_removed_books(world, library, book_resources,
     assert cached[WALLPAPER].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     assert cached[WALLPAPER].size == path.stat().st_size
 
+    assert [e.tags[DATA_VERSION_TAG] for e in first.asset_events] == [cached[WALLPAPER].sha256]
+    # "Observe" on book_files in the UI: every registered book's file version, the same.
+    with build_op_context(instance=instance, resources={"library": book_resources["library"],
+                                                        "postgres": book_resources["postgres"]}) as context:
+        observed = book_files.observe_fn(context)
+    assert {book: version.value for book, version in observed.data_versions_by_partition.items()} == {
+        WALLPAPER: cached[WALLPAPER].sha256}
+    assert idle.asset_events == [] and staleness(instance, WALLPAPER) == "FRESH"
+
     path.write_text(path.read_text(encoding="utf-8").replace("John", "Johnny"), encoding="utf-8")
     (library / "another.txt").write_text("A second book.\n\n" + "It has a few words. " * 200, encoding="utf-8")
     changed = tick()  # the edited book and the new one, adjacent in partition order: one run
+    # The edit is observed as a new data version of the book's file: its partitions are unsynced
+    # until the run materializes them again.
+    assert {e.partition: e.tags[DATA_VERSION_TAG] for e in changed.asset_events}[WALLPAPER] == hashlib.sha256(
+        path.read_bytes()).hexdigest()
+    assert staleness(instance, WALLPAPER) == "STALE"
     assert ranges(changed) == [(WALLPAPER, "another")] or ranges(changed) == [(WALLPAPER, WALLPAPER), ("another", "another")]
     for request in changed.run_requests:
         assert run(request).success
     assert ids(WALLPAPER)[0] != original and len(set(map(frozenset, ids(WALLPAPER)))) == 1
+    assert staleness(instance, WALLPAPER) == "FRESH"
     assert tick().run_requests == []
 
     path.unlink()

@@ -26,6 +26,7 @@ class RawBook:
     code_version="1",
     kinds={"file"},
     group_name="books",
+    deps=["book_files"],  # by key: corpus_assets.assets.files imports the library plan, which imports this
 )
 def raw_books(context: AssetExecutionContext, library: BookLibrary) -> dict[str, RawBook]:
     """The raw book file (Project Gutenberg text or any plain text), with its size and sha256."""
