@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-scale clean
+.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-scale ui-check clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -46,6 +46,12 @@ bench-bad-batch: setup
 # Library-sensor ticks on 10,000 files: seconds and cursor bytes per tick (~2 min).
 bench-sensor: setup
 	$(BIN)/python bench/sensor_tick.py
+
+# The Dagster UI in headless Chromium on a demo state: checks per book, an edited book unsynced, runs
+# in the timeline; screenshots in bench/results/ui/ (~6 min; apt install chromium chromium-driver).
+ui-check: setup
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,ui]"
+	$(BIN)/python -m pytest -m ui tests/test_ui.py -v
 
 # Book structure (titles, parts, chapters, front/back matter) of the 25 labelled books of ../shared
 # against bench/structure/labels (~10 s); results in bench/results/structure.md.

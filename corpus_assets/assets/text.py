@@ -77,7 +77,7 @@ def book_text(context: AssetExecutionContext, raw_books: dict[str, RawBook]) -> 
             "parts": len({s.part for s in body if s.part}),
             "front and back matter characters": sum(s.end - s.start for s in book.sections if s.kind != BODY),
             "section list": MetadataValue.md(f"| # | kind | section | characters |\n|---|---|---|---|\n{chapters}"),
-            "preview": MetadataValue.md(md_cell(book.text, 400)),
+            "preview": MetadataValue.md(md_cell(book.text[body[0].start : body[0].start + 2000], 400)),  # the body's start
         }
 
     return for_each_book(context, context.partition_keys, clean)

@@ -1,0 +1,161 @@
+"""The Dagster UI as a person sees it, in headless Chromium (`make ui-check`; marked `ui`, not in `make test`).
+
+A demo state is ingested with `corpus ingest`, `corpus dev` serves the UI on it, and Selenium reads
+the pages: every book's partition of every check passed; a book's metadata on its partition page;
+an edited file's book unsynced (and only that book) once the library sensor observes the edit, fresh
+again after the sensor's run; runs in the Overview timeline. Screenshots go to bench/results/ui/.
+Needs Debian's `chromium` and `chromium-driver` (apt) and the `ui` extra (selenium).
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from corpus_assets.definitions import defs
+from resources.graph import falkordb_server
+from resources.settings import PROJECT_ROOT, SAMPLE_LIBRARY_DIR
+
+pytestmark = pytest.mark.ui
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[ui]')")
+from selenium.webdriver.common.by import By  # noqa: E402
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+SHOTS = PROJECT_ROOT / "bench" / "results" / "ui"
+BOOKS = sorted(path.stem for path in SAMPLE_LIBRARY_DIR.glob("*.txt"))
+EDITED = "1952_the-yellow-wallpaper"
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    """`corpus ingest` of the sample books, then `corpus dev` on that state: the UI's address, the library."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs chromium and chromedriver (apt install chromium chromium-driver)")
+    root = tmp_path_factory.mktemp("ui")
+    library = root / "library"
+    shutil.copytree(SAMPLE_LIBRARY_DIR, library)
+    env = {**os.environ, "CORPUS_STATE_DIR": str(root / "state"), "CORPUS_LIBRARY_DIR": str(library), "COLUMNS": "200"}
+    corpus = str(Path(sys.executable).with_name("corpus"))
+    ingest = subprocess.run([corpus, "ingest"], env=env, capture_output=True, text=True, timeout=900)
+    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (root / "dev.log").open("w")
+    dev = subprocess.Popen([corpus, "dev", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _responds(f"{url}/server_info"), 180, "the Dagster UI to start")
+        yield url, library
+    finally:
+        os.killpg(dev.pid, signal.SIGTERM)
+        dev.wait(60)
+        falkordb_server.stop_server(root / "state" / "falkordb")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1600,1000"):
+        options.add_argument(argument)
+    options.binary_location = CHROMIUM
+    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def test_the_ui_tells_each_books_story(ui, browser):
+    url, library = ui
+    SHOTS.mkdir(parents=True, exist_ok=True)
+
+    # Every book's partition of every check passed: each check's Partitions tab counts them.
+    checks = sorted((key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys)
+    assert len(checks) == 8
+    for asset, check in checks:
+        open_page(browser, f"{url}/assets/{asset}?view=checks&checkDetail={check}")
+        click(browser, "//button[normalize-space()='Partitions']")
+        assert wait_text(browser, f"Passed ({len(BOOKS)})"), (asset, check, page_text(browser))
+        text = page_text(browser)
+        assert "Failed (0)" in text and "Missing (0)" in text and "Execution Failed (0)" in text, (asset, check)
+        if check == "ann_recall":
+            browser.save_screenshot(str(SHOTS / "check_partitions.png"))
+
+    # A book's own metadata on its partition page.
+    open_page(browser, f"{url}/assets/book_text?view=partitions&partition=1524_hamlet")
+    assert wait_text(browser, "section list")
+    text = page_text(browser)
+    assert "title\nHamlet" in text and "author\nWilliam Shakespeare" in text
+    assert "chapters\n20" in text and "parts\n5" in text  # five acts of scenes; contents and cast list apart
+    browser.save_screenshot(str(SHOTS / "book_partition.png"))
+
+    # An edited file: the sensor observes its new version, and the book's raw_books partition shows
+    # unsynced until the sensor's run reads the file again; the other books stay synced. (Dagster 1.13
+    # marks an asset unsynced when its own inputs changed: book_text follows once raw_books has a new
+    # data version, and so on down the stages while the run goes.)
+    book = library / f"{EDITED}.txt"
+    book.write_text(book.read_text(encoding="utf-8") + "\n\nA paragraph added by the UI check.\n", encoding="utf-8")
+
+    def unsynced(book_id: str) -> bool:
+        open_page(browser, f"{url}/assets/raw_books?view=partitions&partition={book_id}", settle=1.5)
+        return "Unsynced" in page_text(browser)
+
+    _wait_for(lambda: unsynced(EDITED), 120, f"{EDITED} to show unsynced after its edit", pause=0)
+    browser.save_screenshot(str(SHOTS / "edited_book_unsynced.png"))
+    assert not unsynced("1524_hamlet")
+    _wait_for(lambda: not unsynced(EDITED), 300, f"the sensor's run to bring {EDITED} up to date")
+
+    # Runs in the Overview timeline: the sensor's run is there.
+    open_page(browser, f"{url}/overview/activity/timeline")
+    assert wait_text(browser, "ingest_books"), page_text(browser)
+    browser.save_screenshot(str(SHOTS / "timeline.png"))
+
+
+def open_page(browser, address: str, settle: float = 4) -> None:
+    browser.get(address)
+    time.sleep(settle)
+    for skip in browser.find_elements(By.XPATH, "//button[normalize-space()='Skip']"):  # Dagster's newsletter modal
+        skip.click()
+
+
+def click(browser, xpath: str) -> None:
+    _wait_for(lambda: browser.find_elements(By.XPATH, xpath), 30, xpath)
+    browser.find_elements(By.XPATH, xpath)[-1].click()
+    time.sleep(2)
+
+
+def page_text(browser) -> str:
+    return browser.find_element(By.TAG_NAME, "body").text
+
+
+def wait_text(browser, text: str, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if text in page_text(browser):
+            return True
+        time.sleep(1)
+    return False
+
+
+def _responds(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(address, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _wait_for(condition, seconds: float, what: str, pause: float = 2) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(pause)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
