@@ -1,5 +1,5 @@
-"""Removing books: every trace of a book leaves every store, then its partition and its history in
-Dagster go."""
+"""Removing books: every trace of a book leaves every store, then its partition goes and each of its
+assets records the removal in Dagster."""
 
 from dagster import AssetObservation, Config, MetadataValue, OpExecutionContext, ResourceParam, job, op
 from pydantic import Field

@@ -65,6 +65,7 @@ def book_text(context: AssetExecutionContext, raw_books: dict[str, RawBook]) -> 
             f"| {s.index} | {s.kind} | {md_cell(s.title, 60)} | {s.end - s.start:,} |" for s in book.sections[:80]
         )
         body = [s for s in book.sections if s.kind == BODY]
+        opening = body[0].start if body else 0  # the preview shows the body's start, not the contents
         return book, {
             "title": book.title,
             "subtitle": book.subtitle or "none",
@@ -77,7 +78,7 @@ def book_text(context: AssetExecutionContext, raw_books: dict[str, RawBook]) -> 
             "parts": len({s.part for s in body if s.part}),
             "front and back matter characters": sum(s.end - s.start for s in book.sections if s.kind != BODY),
             "section list": MetadataValue.md(f"| # | kind | section | characters |\n|---|---|---|---|\n{chapters}"),
-            "preview": MetadataValue.md(md_cell(book.text[body[0].start : body[0].start + 2000], 400)),  # the body's start
+            "preview": MetadataValue.md(md_cell(book.text[opening : opening + 2000], 400)),
         }
 
     return for_each_book(context, context.partition_keys, clean)
