@@ -58,7 +58,11 @@ def ui(tmp_path_factory):
     finally:
         os.killpg(dev.pid, signal.SIGTERM)
         dev.wait(60)
+        # The CLI leaves the state's embedded servers running for other processes: stopped here.
         falkordb_server.stop_server(root / "state" / "falkordb")
+        postmaster = root / "state" / "postgres" / "postmaster.pid"
+        if postmaster.exists():
+            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
 
 
 @pytest.fixture(scope="module")
