@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from corpus_assets.books.structure import Section
+from corpus_assets.books.structure import BODY, Section
 from corpus_assets.books.chunking import Chunk
 
 BATCH = 1000
@@ -222,7 +222,8 @@ class BookGraph:
         MERGE on ids makes every statement idempotent; a re-run converges to the same graph.
         """
         self._runner.run(_MERGE_BOOK, {"book": {"id": book_id, "title": title, "author": author, "language": language,
-                                                "chapter_count": len(sections), "chunk_count": len(chunks)}})
+                                                "chapter_count": sum(s.kind == BODY for s in sections),
+                                                "chunk_count": len(chunks)}})
         parts = part_ids(book_id, sections)
         self._write(_MERGE_PARTS, list(parts.values()))
         chapters = [{"id": chapter_id(book_id, s.index), "book_id": book_id, "index": s.index, "title": s.title,

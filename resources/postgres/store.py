@@ -14,7 +14,7 @@ from psycopg import Connection
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
-from corpus_assets.books.structure import STRUCTURE_VERSION, Section
+from corpus_assets.books.structure import BODY, STRUCTURE_VERSION, Section
 from corpus_assets.books.chunking import Chunk
 
 HNSW_INDEX = "chunks_embedding_hnsw_idx"
@@ -312,7 +312,7 @@ class CorpusDB:
                 "id": book.id, "title": book.title, "subtitle": book.subtitle, "author": book.author,
                 "language": book.language,
                 "source_file": book.source_file, "content_sha256": book.content_sha256, "bytes": book.bytes,
-                "encoding": book.encoding, "chapter_count": len(book.sections), "chunk_count": len(chunks),
+                "encoding": book.encoding, "chapter_count": sum(s.kind == BODY for s in book.sections), "chunk_count": len(chunks),
                 "chapters": Jsonb([[s.index, s.title, s.start, s.end, s.kind, s.part] for s in book.sections]),
                 "structure_version": STRUCTURE_VERSION,
             })
