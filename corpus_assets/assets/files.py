@@ -1,5 +1,7 @@
 """Stage 0: the book files as Dagster sees them. A book's data version is its file's sha256, so an
-edited file shows its downstream partitions unsynced in the UI before anything re-runs.
+edited file shows its book's raw_books partition unsynced in the UI before anything re-runs (and
+each later stage as the run reaches it: Dagster 1.13 marks an asset unsynced when its own inputs
+changed).
 
 The library sensor and `corpus ingest` record an observation for each book whose file is new or
 changed (`file_observations`); "Observe" on `book_files` in the UI records every registered book's.
