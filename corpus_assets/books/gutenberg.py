@@ -83,23 +83,24 @@ def subtitle_from_title_page(body: str, title: str, author: str | None) -> str |
     """The subtitle a book's own title page gives under its title ("SIDDHARTHA" / "An Indian Tale",
     "OLIVER TWIST" / "OR" / "THE PARISH BOY'S PROGRESS"), when the header gives none."""
     paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", body[:_TITLE_PAGE_CHARS]) if p.strip()]
-    words = _words(title)
+    title_words = words(title)
     for i, paragraph in enumerate(paragraphs[:-1]):
-        if _words(paragraph) != words:
+        if words(paragraph) != title_words:
             continue
         following = paragraphs[i + 1 : i + 3]
         if following[0].lower() == "or" and len(following) > 1:
             return f"Or, {following[1]}"
         line = following[0]
-        names = set(_words(author or ""))
-        if (len(line) > 80 or re.match(r"(?i)by\b", line) or names & set(_words(line))
+        names = set(words(author or ""))
+        if (len(line) > 80 or re.match(r"(?i)by\b", line) or names & set(words(line))
                 or not line[0].isalpha() or line.endswith((".", ",", ";", ":")) and not line.lower().startswith("or")):
             return None
         return line
     return None
 
 
-def _words(text: str) -> list[str]:
+def words(text: str) -> list[str]:
+    """A line's words, upper-cased: how titles, authors and headings are compared."""
     return re.findall(r"\w+", text.upper())
 
 

@@ -32,6 +32,8 @@ A text with no headings is one body section.
 import re
 from dataclasses import dataclass, replace
 
+from corpus_assets.books.gutenberg import words
+
 # Bump when the same text would split differently: stored books made by an older version are then
 # ingested again (the library plan), and book_text shows stale in Dagster.
 STRUCTURE_VERSION = "2"
@@ -207,8 +209,8 @@ def _candidates(paragraphs: list[tuple[int, int, str]], book_title: str):
 
 
 def _without_book_title(line: str, book_title: str) -> str:
-    title = _words(book_title)
-    if title and _words(line)[: len(title)] == title and len(_words(line)) > len(title):
+    title = words(book_title)
+    if title and words(line)[: len(title)] == title and len(words(line)) > len(title):
         rest = re.sub(r"^\W*" + r"\W+".join(map(re.escape, title)) + r"\W*", "", line, flags=re.IGNORECASE)
         return rest or line
     return line
@@ -323,7 +325,7 @@ def _drop_contents_entries(text: str, headings: list[_Heading]) -> list[_Heading
     start = _body_start(text, headings)
 
     def key(heading: _Heading):
-        return (heading.style, heading.number) if heading.number is not None else _words(heading.text)[:1]
+        return (heading.style, heading.number) if heading.number is not None else words(heading.text)[:1]
 
     # A contents list runs from its heading to the body or to the next front matter heading.
     contents = next((i for i, h in enumerate(headings) if h.level == "front" and _CONTENTS.match(h.text)), None)
@@ -351,10 +353,6 @@ def _body_start(text: str, headings: list[_Heading]) -> int:
                     return above.start
                 return heading.start
     return len(text)
-
-
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.upper())
 
 
 def _titled_chapters(text: str, paragraphs: list[tuple[int, int, str]], headings: list[_Heading],
@@ -390,9 +388,9 @@ def _titled_chapters(text: str, paragraphs: list[tuple[int, int, str]], headings
 
 
 def _title_page_line(line: str, book_title: str, author: str | None) -> bool:
-    words = set(_words(line))
-    names = [w for w in _words(author or "") if len(w) > 2]
-    return _words(line) == _words(book_title) or bool(names) and sum(w in words for w in names) >= min(2, len(names))
+    line_words = words(line)
+    names = [w for w in words(author or "") if len(w) > 2]
+    return line_words == words(book_title) or bool(names) and sum(w in line_words for w in names) >= min(2, len(names))
 
 
 def _set_off(text: str, start: int) -> bool:
