@@ -1,4 +1,4 @@
-"""Score `corpus inspect` against the labelled structure set (bench/structure/labels/, README there).
+"""Score what `corpus inspect` reports against the labelled structure set (bench/structure/labels/).
 
 Per book and overall: title (and subtitle) exact; chapter boundaries found / missed / spurious;
 front and back matter kept out of the body. A labelled heading is found when a body section starts
@@ -12,8 +12,8 @@ Writes bench/results/structure.json and .md.
 """
 
 import argparse
+import bisect
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -35,23 +35,18 @@ def main() -> None:
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         sys.exit(f"bench-structure needs the labelled books in {args.shared}: {', '.join(missing)} not found")
-    # One `corpus inspect --json` process for every book: the scorer reads what users would see.
-    inspected = json.loads(subprocess.run(
-        [str(Path(sys.executable).with_name("corpus")), "inspect", "--json", *map(str, files)],
-        check=True, capture_output=True, text=True).stdout)
-    books = [score(label, book, text_of(path), args.show) for label, book, path in zip(labels, inspected, files, strict=True)]
+    from corpus_cli.inspect import describe, inspect_file
+
+    books = []
+    for label, path in zip(labels, files, strict=True):
+        book = inspect_file(path)  # parsed once: `corpus inspect --json` prints describe(book)
+        books.append(score(label, describe(book), book.text, args.show))
     results = {"books": books, "overall": overall(books)}
     if args.book is None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
         RESULTS.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))
-
-
-def text_of(path: Path) -> str:
-    from corpus_cli.inspect import inspect_file
-
-    return inspect_file(path).text
 
 
 def line_offsets(text: str) -> list[tuple[int, str]]:
@@ -65,16 +60,15 @@ def line_offsets(text: str) -> list[tuple[int, str]]:
 def locate(label: dict, text: str) -> tuple[list[int], list[tuple[int, bool]], list[int], list[str]]:
     """Offsets of the labelled front headings, body headings (with is-part) and back headings, and
     the labels that could not be found."""
-    lines = line_offsets(text)
+    at: dict[str, list[int]] = {}  # each line's offsets, in order
+    for offset, line in line_offsets(text):
+        at.setdefault(line, []).append(offset)
     position, lost = 0, []
 
     def find(heading: str, after: int, occurrence: int = 1) -> int | None:
-        for offset, line in lines:
-            if offset >= after and line == heading:
-                occurrence -= 1
-                if occurrence == 0:
-                    return offset
-        return None
+        offsets = at.get(heading, [])
+        i = bisect.bisect_left(offsets, after) + occurrence - 1
+        return offsets[i] if i < len(offsets) else None
 
     front = []
     for heading in label["front"]:
