@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-scale ui-check clean
+.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-retrieval bench-scale ui-check clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -57,6 +57,11 @@ ui-check: setup
 # against bench/structure/labels (~10 s); results in bench/results/structure.md.
 bench-structure: setup
 	$(BIN)/python bench/structure/score.py
+
+# Retrieval quality of every store and method on 110 queries over the 25 books of ../shared (ingested
+# with MiniLM into bench/.state/retrieval, ~15 min the first time), and `corpus serve` under 4 clients.
+bench-retrieval: setup
+	$(BIN)/python bench/retrieval/run.py
 
 # The pipeline at the mission's shape: 9,000 synthetic books (~1.35M chunks) with a stand-in encoder,
 # in waves of 10 %; BOOKS=300 for a quick look (needs ../shared for the prose). A run cut off between

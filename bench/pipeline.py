@@ -486,7 +486,7 @@ def edge_search(corpus: np.ndarray, ids: np.ndarray, books: np.ndarray, vectors:
     with EdgeCollection(folder, ef_construct=128, ef_search=100) as collection:
         collection.ensure_collection(corpus.shape[1])
         started = time.perf_counter()
-        collection.upsert(chunks, corpus)
+        collection.upsert(chunks, corpus, "English")
         result["upsert_points_per_s"] = round(len(chunks) / (time.perf_counter() - started))
         started = time.perf_counter()
     result["optimize_and_close_s"] = round(time.perf_counter() - started, 1)  # the HNSW build, on exit

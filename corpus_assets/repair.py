@@ -31,7 +31,7 @@ def resync_book(book_id: str, postgres: PostgresResource, collection: QdrantColl
     version = sync.book_version(book, chunks, model)
     stale_points = 0
     if chunks:
-        collection.upsert(chunks, stored.vectors)
+        collection.upsert(chunks, stored.vectors, book.language)
         stale_points = collection.delete_book_except(book_id, [c.id for c in chunks])
     counts = session.replace_book(book_id, book.title, book.author, book.language, book.sections, chunks)
     with postgres.db() as db:

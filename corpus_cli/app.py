@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from corpus_cli.serve import DEFAULT_PORT
 from resources import settings
 
 app = typer.Typer(help="Turn a library of books into search-ready indexes.", no_args_is_help=True)
@@ -25,14 +26,24 @@ DEMO_QUERY = "a girl falls down a rabbit hole into a strange world"
 
 @app.command()
 def migrate() -> None:
-    """Bring the corpus database's schema to the revision this code needs (Alembic upgrade head)."""
-    from corpus_cli.instance import code_location_resources
+    """Bring the corpus database's schema to the revision this code needs (Alembic upgrade head), and
+    rebuild from Postgres a Qdrant collection made before keyword search."""
+    from corpus_cli.instance import code_location_resources, instance
+    from corpus_cli.runs import repair_in_run
     from resources.postgres import head_revision
     from resources.postgres import migrate as upgrade
 
-    with code_location_resources("postgres") as stores:
+    with code_location_resources("postgres", "qdrant") as stores:
         upgrade(stores.postgres.url())
+        rebuild = stores.qdrant.drop_if_before_keyword_search()
     console.print(f"corpus schema at revision {head_revision()}")
+    if rebuild:
+        console.print("the Qdrant collection predated keyword search: rebuilding it from Postgres (`corpus repair`)")
+        result = repair_in_run(instance(), [])
+        if not result.success:
+            console.print(f"[red]repair run {result.run_id} failed:[/red] {result.error}", soft_wrap=True)
+            raise typer.Exit(1)
+        console.print(f"repair run {result.run_id}: {result.summary}", soft_wrap=True)
 
 
 @app.command()
@@ -247,34 +258,59 @@ def status(
 @app.command()
 def search(
     query: str,
-    limit: Annotated[int, typer.Option("--limit", "-k", help="How many passages.")] = 5,
+    limit: Annotated[int, typer.Option("--limit", "-k", help="How many passages (1-1000).")] = 5,
     book: Annotated[str | None, typer.Option(help="Search only this book id.")] = None,
-    store: Annotated[str, typer.Option(help="pgvector or qdrant.")] = "pgvector",
+    store: Annotated[str, typer.Option(help="pgvector (Postgres) or qdrant.")] = "pgvector",
+    mode: Annotated[str, typer.Option(help="dense (vector similarity), keyword (BM25) or hybrid (both, "
+                                           "fused by reciprocal rank).")] = "hybrid",
     expand: Annotated[bool, typer.Option(help="Add each passage's context from the graph: the chunks "
                                                "before and after it (NEXT) and similar chunks of other books.")] = False,
 ) -> None:
-    """Passages closest in meaning to QUERY (cosine), from pgvector (HNSW) or Qdrant."""
-    from corpus_cli.instance import code_location_resources
-    from corpus_cli.search import expand as graph_context
-    from corpus_cli.search import search_chunks, search_qdrant
+    """Passages for QUERY from pgvector/Postgres or Qdrant, by meaning, by keywords, or both. Asked of
+    `corpus serve` when it runs for the same stores (milliseconds), else answered here (model load)."""
+    from corpus_cli.serve import ask_service
 
-    if store not in ("pgvector", "qdrant"):
-        raise typer.BadParameter("--store is pgvector or qdrant")
-    with code_location_resources("postgres", "qdrant", "graph", "embedding_model") as stores:
-        if store == "qdrant":
-            hits = search_qdrant(stores.qdrant, stores.postgres, stores.embedding_model, query, limit, book)
-        else:
-            hits = search_chunks(stores.postgres, stores.embedding_model, query, limit, book)
-        context = graph_context(stores.graph, stores.postgres, hits) if expand else {}
-    console.print(f'[bold]{store}: "{query}"[/bold]')
-    for rank, hit in enumerate(hits, 1):
-        console.print(f"{rank}. [bold]{hit.title}[/bold] · {hit.chapter} · chunk {hit.ordinal} · score {hit.score:.3f}")
-        console.print(" ".join(hit.text.split())[:400], highlight=False)
-        for neighbour in context.get(hit.chunk_id, []):
-            other = neighbour.hit
-            where = f"{other.title} · {other.chapter} · score {other.score:.3f}" if neighbour.relation == "similar" else f"chunk {other.ordinal}"
-            console.print(f"   [dim]{neighbour.relation}[/dim] ({where}): " + " ".join(other.text.split())[:200],
+    params = {"q": query, "k": limit, "book": book, "store": store, "mode": mode, "expand": expand}
+    try:
+        answer = ask_service(params) or _search_here(params)
+    except ValueError as error:
+        console.print(f"[red]corpus search: {error}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f'[bold]{store}, {mode}: "{query}"[/bold] [dim]({answer["timings_ms"]["total"]:.0f} ms)[/dim]')
+    for hit in answer["hits"]:
+        console.print(f"{hit['rank']}. [bold]{hit['title']}[/bold] · {hit['chapter']} · chunk {hit['ordinal']} · "
+                      f"score {hit['score']:.3f}")
+        console.print(" ".join(hit["text"].split())[:400], highlight=False)
+        for other in hit["context"]:
+            where = (f"{other['title']} · {other['chapter']} · score {other['score']:.3f}"
+                     if other["relation"] == "similar" else f"chunk {other['ordinal']}")
+            console.print(f"   [dim]{other['relation']}[/dim] ({where}): " + " ".join(other["text"].split())[:200],
                           highlight=False, soft_wrap=True)
+
+
+def _search_here(params: dict) -> dict:
+    """The search answered in this process (QueryError is a ValueError: the caller prints it)."""
+    from corpus_cli.instance import code_location_resources
+    from retrieval.engine import Searcher
+    from retrieval.service import as_json
+
+    with code_location_resources("postgres", "qdrant", "graph", "embedding_model") as stores:
+        searcher = Searcher(stores.postgres, stores.qdrant, stores.graph, stores.embedding_model)
+        result = searcher.search(params["q"], params["k"], params["book"], params["store"], params["mode"],
+                                 params["expand"])
+    return as_json(params, result)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; the default keeps it on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (`corpus search` looks at CORPUS_SERVE_URL, default "
+                                           "http://127.0.0.1:8000).")] = DEFAULT_PORT,
+) -> None:
+    """Serve search over HTTP (JSON; OpenAPI at /docs), the model loaded once: /search, /health, /stats."""
+    from corpus_cli.serve import serve as run_service
+
+    run_service(host, port)
 
 
 @app.command()

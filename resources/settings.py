@@ -27,7 +27,7 @@ MAX_BOOK_MB_ENV = "CORPUS_MAX_BOOK_MB"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def _env(name: str) -> str | None:
+def env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
@@ -57,28 +57,28 @@ class Settings:
 def current() -> Settings:
     """The settings as the environment gives them now."""
     return Settings(
-        state_dir=Path(_env(STATE_DIR_ENV) or PROJECT_ROOT / ".corpus").resolve(),
-        library_dir=Path(_env(LIBRARY_DIR_ENV) or SAMPLE_LIBRARY_DIR).resolve(),
-        database_url=_env(DATABASE_URL_ENV),
-        dagster_pg_url=_env(DAGSTER_PG_URL_ENV),
-        qdrant_url=_env(QDRANT_URL_ENV),
-        neo4j_uri=_env(NEO4J_URI_ENV),
-        neo4j_user=_env(NEO4J_USER_ENV) or "neo4j",
-        embedding_model=_env(MODEL_ENV) or DEFAULT_MODEL,
-        books_per_run=int(_env("CORPUS_BOOKS_PER_RUN") or 20),
-        postgres_workers=int(_env("CORPUS_POSTGRES_WORKERS") or 2),
-        index_matter=(_env("CORPUS_INDEX_MATTER") or "0").lower() in ("1", "true", "yes"),
-        store_retries=int(_env("CORPUS_STORE_RETRIES") or 4),
-        store_retry_delay=float(_env("CORPUS_STORE_RETRY_DELAY") or 2),
-        ef_search=int(_env("CORPUS_EF_SEARCH") or 200),
-        min_findable=float(_env("CORPUS_MIN_FINDABLE") or 0.9),
-        max_book_mb=float(_env(MAX_BOOK_MB_ENV) or 64),
-        pg_pool_size=int(_env("CORPUS_PG_POOL_SIZE") or 4),
-        pg_pool_timeout=float(_env("CORPUS_PG_POOL_TIMEOUT") or 10),
-        falkordb_start_timeout=float(_env("CORPUS_FALKORDB_START_TIMEOUT") or 600),
+        state_dir=Path(env(STATE_DIR_ENV) or PROJECT_ROOT / ".corpus").resolve(),
+        library_dir=Path(env(LIBRARY_DIR_ENV) or SAMPLE_LIBRARY_DIR).resolve(),
+        database_url=env(DATABASE_URL_ENV),
+        dagster_pg_url=env(DAGSTER_PG_URL_ENV),
+        qdrant_url=env(QDRANT_URL_ENV),
+        neo4j_uri=env(NEO4J_URI_ENV),
+        neo4j_user=env(NEO4J_USER_ENV) or "neo4j",
+        embedding_model=env(MODEL_ENV) or DEFAULT_MODEL,
+        books_per_run=int(env("CORPUS_BOOKS_PER_RUN") or 20),
+        postgres_workers=int(env("CORPUS_POSTGRES_WORKERS") or 2),
+        index_matter=(env("CORPUS_INDEX_MATTER") or "0").lower() in ("1", "true", "yes"),
+        store_retries=int(env("CORPUS_STORE_RETRIES") or 4),
+        store_retry_delay=float(env("CORPUS_STORE_RETRY_DELAY") or 2),
+        ef_search=int(env("CORPUS_EF_SEARCH") or 200),
+        min_findable=float(env("CORPUS_MIN_FINDABLE") or 0.9),
+        max_book_mb=float(env(MAX_BOOK_MB_ENV) or 64),
+        pg_pool_size=int(env("CORPUS_PG_POOL_SIZE") or 4),
+        pg_pool_timeout=float(env("CORPUS_PG_POOL_TIMEOUT") or 10),
+        falkordb_start_timeout=float(env("CORPUS_FALKORDB_START_TIMEOUT") or 600),
     )
 
 
 def secret(name: str) -> EnvVar | None:
     """`EnvVar(name)` when the variable is set (resolved at run time, never logged), else None."""
-    return EnvVar(name) if _env(name) else None
+    return EnvVar(name) if env(name) else None

@@ -3,9 +3,12 @@
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 
+import httpx
 import psycopg
 import pytest
 
@@ -32,9 +35,10 @@ def run_cli(tmp_path, database_url):
     }
     corpus = os.path.join(os.path.dirname(sys.executable), "corpus")
 
-    def run(*args):
-        return subprocess.run([corpus, *args], env=env, capture_output=True, text=True, timeout=600)
+    def run(*args, **more_env):
+        return subprocess.run([corpus, *args], env={**env, **more_env}, capture_output=True, text=True, timeout=600)
 
+    run.env, run.corpus = env, corpus
     yield run
     falkordb_server.stop_server(tmp_path / "state" / "falkordb")  # the CLI left it running for others
 
@@ -61,15 +65,51 @@ def test_ingest_status_and_search(run_cli, database_url):
     for store in ("pgvector", "qdrant"):
         search = run_cli("search", "creeping women behind the wallpaper pattern", "-k", "2", "--store", store)
         assert search.returncode == 0, search.stderr
-        assert f"{store}:" in search.stdout and "The Yellow Wallpaper" in search.stdout and "score" in search.stdout
+        assert f"{store}, hybrid:" in search.stdout and "The Yellow Wallpaper" in search.stdout and "score" in search.stdout
     expanded = run_cli("search", "creeping women behind the wallpaper pattern", "-k", "1", "--expand")
     assert expanded.returncode == 0, expanded.stderr
     assert "previous (chunk " in expanded.stdout or "next (chunk " in expanded.stdout
+    for args, reason in [(("  ",), "the query is empty"), (("cat", "-k", "0"), "k must be between 1 and 1000"),
+                         (("cat", "--book", "nope"), "unknown book 'nope'"), (("cat", "--mode", "fuzzy"), "unknown mode")]:
+        refused = run_cli("search", *args)
+        assert refused.returncode == 2 and reason in refused.stdout, refused.stdout + refused.stderr
+        assert "Traceback" not in refused.stdout + refused.stderr and len(refused.stdout.strip().splitlines()) == 1
+
+    # With `corpus serve` running for the same stores, `corpus search` asks it.
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    service = subprocess.Popen([run_cli.corpus, "serve", "--port", str(port)], env=run_cli.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 180
+        while not _answers(f"{url}/health"):
+            assert service.poll() is None and time.monotonic() < deadline, "corpus serve did not start"
+            time.sleep(0.5)
+        served = run_cli("search", "creeping women behind the wallpaper pattern", "-k", "2", CORPUS_SERVE_URL=url)
+        assert served.returncode == 0 and "The Yellow Wallpaper" in served.stdout, served.stdout + served.stderr
+        assert httpx.get(f"{url}/stats").json()["queries"] == 1
+        assert httpx.get(f"{url}/search", params={"q": "cat", "k": 5000}).status_code == 422
+    finally:
+        service.terminate()
+        service.wait(timeout=30)
 
     again = run_cli("ingest")  # nothing new to register; the book is re-run and converges
     assert again.returncode == 0 and "0 newly registered" in again.stdout
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM chunks").fetchone()[0] == chunks
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 HOSTILE = {  # file name → (bytes, the book id it gets, the stage it fails in, words of its reason)

@@ -1,6 +1,7 @@
 """Qdrant, the graph and the asset checks, on the real embedded stores."""
 
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -8,6 +9,7 @@ from types import SimpleNamespace
 import psycopg
 import pytest
 from dagster import AssetSelection, build_resources, build_schedule_context, instance_for_test, materialize
+from fastapi.testclient import TestClient
 from qdrant_edge import EdgeShard, Point, UpdateOperation
 
 from corpus_assets.assets.chunks import book_chunks
@@ -22,11 +24,12 @@ from corpus_assets.checks import book_checks, graph_chunk_ids, hnsw_index_is_val
 from corpus_assets.library_plan import failures_of_run
 from corpus_assets.repair import repair_stores
 from corpus_cli.status import FailingCheck, failing_checks
-from corpus_cli.search import expand, search_chunks, search_qdrant
 from resources.embedding import EmbeddingModel
 from resources.graph import falkordb_server
 from resources.qdrant.collection import point_id
 from resources.settings import SAMPLE_LIBRARY_DIR
+from retrieval.engine import QueryError, Searcher
+from retrieval.service import create_app
 from schedules.upkeep import maintain_postgres, nightly_checks
 
 CHECK_KEYS = [key for check in book_checks for key in check.check_keys]
@@ -283,15 +286,16 @@ def test_weekly_maintenance_rebuilds_an_invalid_hnsw_index(stores):
 def test_search_finds_a_famous_line_and_the_graph_gives_its_context(stores, library):
     shutil.copy(SAMPLE_LIBRARY_DIR / f"{ALICE}.txt", library)
     assert stores.ingest(ALICE, WALLPAPER).success
-    model = EmbeddingModel()
+    searcher = Searcher(stores.live.postgres, stores.live.qdrant, stores.live.graph, EmbeddingModel())
 
-    hits = search_chunks(stores.live.postgres, model, "the furious queen shouts that someone's head must be cut off", limit=3)
+    hits = searcher.search("the furious queen shouts that someone's head must be cut off", 3, mode="dense").hits
     assert any(h.book_id == ALICE and "Off with" in h.text for h in hits), [h.text[:80] for h in hits]
-    qdrant_hits = search_qdrant(stores.live.qdrant, stores.live.postgres, model, "the rabbit took a watch out of its waistcoat-pocket", limit=3)
+    qdrant_hits = searcher.search("the rabbit took a watch out of its waistcoat-pocket", 3, store="qdrant",
+                                  mode="dense").hits
     assert any(h.book_id == ALICE and "waistcoat-pocket" in h.text for h in qdrant_hits), [h.text[:80] for h in qdrant_hits]
 
     top = hits[0]
-    context = expand(stores.live.graph, stores.live.postgres, [top], similar=3)[top.chunk_id]
+    context = searcher.expand([top], similar=3)[top.chunk_id]
     by_relation = {}
     for neighbour in context:
         by_relation.setdefault(neighbour.relation, []).append(neighbour.hit)
@@ -300,6 +304,60 @@ def test_search_finds_a_famous_line_and_the_graph_gives_its_context(stores, libr
     assert all(h.book_id == top.book_id and h.text for h in by_relation["previous"] + by_relation["next"])
     similar = by_relation.get("similar", [])
     assert len(similar) <= 3 and all(h.book_id != top.book_id and h.score >= 0.5 for h in similar)
+    assert len({h.chunk_id for h in similar}) == len(similar)
+
+
+def test_keyword_and_hybrid_search_in_both_stores_the_service_and_bad_queries(stores, library):
+    shutil.copy(SAMPLE_LIBRARY_DIR / f"{ALICE}.txt", library)
+    assert stores.ingest(ALICE, WALLPAPER).success
+    searcher = Searcher(stores.live.postgres, stores.live.qdrant, stores.live.graph, EmbeddingModel())
+
+    # A rare word found by keyword in both stores, through the stemmer ("grinning" / "grin").
+    for store in ("pgvector", "qdrant"):
+        keyword = searcher.search("Cheshire cat grinning", 5, store=store, mode="keyword")
+        texts = [h.text.lower() for h in keyword.hits]
+        assert len(texts) == 5 and "cheshire" in texts[0] and all("cat" in t or "grin" in t for t in texts), (store, texts)
+        assert [h.score for h in keyword.hits] == sorted((h.score for h in keyword.hits), reverse=True)
+        assert "encode" not in keyword.timings_ms and keyword.timings_ms["search"] > 0
+        hybrid = searcher.search("Cheshire cat grinning", 5, store=store, mode="hybrid")
+        assert "cheshire" in hybrid.hits[0].text.lower() and len({h.chunk_id for h in hybrid.hits}) == 5
+        within = searcher.search("the pattern of the paper", 10, book=WALLPAPER, store=store, mode="keyword").hits
+        assert within and {h.book_id for h in within} == {WALLPAPER}
+    assert searcher.search("Cheshire cat grinning", 5).cached_embedding  # the query's vector, from the cache
+    assert searcher.cache_stats()["hits"] >= 1
+
+    for query, k, book, store, mode, message in [
+        ("   ", 5, None, "pgvector", "hybrid", "the query is empty"),
+        ("cat", 0, None, "pgvector", "hybrid", "k must be between 1 and 1000"),
+        ("cat", 100_000, None, "pgvector", "hybrid", "k must be between 1 and 1000"),
+        ("cat", 5, "no_such_book", "pgvector", "hybrid", "unknown book 'no_such_book'"),
+        ("cat", 5, None, "elastic", "hybrid", "unknown store 'elastic'"),
+        ("cat", 5, None, "pgvector", "fuzzy", "unknown mode 'fuzzy'"),
+    ]:
+        with pytest.raises(QueryError, match=message):
+            searcher.search(query, k, book, store, mode)
+
+    # The service: answers with timings, refuses bad queries with 422, counts the cache, logs slow queries.
+    with stores.live.qdrant.shared_reads() as reads:
+        service = Searcher(stores.live.postgres, reads, stores.live.graph, EmbeddingModel())
+        client = TestClient(create_app(service, state="test", slow_ms=0))
+        answer = client.get("/search", params={"q": "a rabbit with a pocket watch", "k": 3, "store": "qdrant"}).json()
+        assert len(answer["hits"]) == 3 and answer["hits"][0]["rank"] == 1 and answer["mode"] == "hybrid"
+        assert set(answer["timings_ms"]) == {"encode", "search", "total"}
+        again = client.get("/search", params={"q": "a rabbit with a pocket watch", "k": 3, "expand": True}).json()
+        assert again["cached_embedding"] and again["hits"][0]["context"]
+        assert client.get("/search", params={"q": " "}).status_code == 422
+        assert client.get("/search", params={"q": "cat", "k": 0}).json() == {"detail": "k must be between 1 and 1000, not 0"}
+        stats = client.get("/stats").json()
+        assert stats["queries"] == 2 and stats["errors"] == 2 and stats["slow_queries"] == 2
+        assert stats["embedding_cache"]["hits"] == 1 and client.get("/health").json()["state"] == "test"
+
+        # The service holds the Qdrant Edge shard between queries and hands it over to a writer.
+        started = time.monotonic()
+        with stores.live.qdrant.open() as writer:
+            assert writer.count() > 0
+        assert time.monotonic() - started < 5
+        assert client.get("/search", params={"q": "the Queen of Hearts", "store": "qdrant"}).json()["hits"]
 
 
 def test_repair_rewrites_drifted_books_from_postgres_alone_and_removes_orphans(stores, tmp_path):

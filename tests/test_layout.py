@@ -7,7 +7,7 @@ from pathlib import Path
 
 from resources.settings import PROJECT_ROOT
 
-PACKAGES = ("corpus_assets", "corpus_cli", "resources", "sensors", "schedules")
+PACKAGES = ("corpus_assets", "corpus_cli", "resources", "retrieval", "sensors", "schedules")
 
 
 def _modules() -> dict[str, Path]:

@@ -12,7 +12,6 @@ from corpus_assets.assets.embeddings import chunk_embeddings
 from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
-from corpus_cli.search import search_chunks
 from resources.embedding import EmbeddingModel
 from resources.library import BookLibrary
 from resources.settings import SAMPLE_LIBRARY_DIR as SAMPLE_BOOKS
@@ -157,8 +156,10 @@ def test_a_batched_run_ingests_several_books_and_search_finds_them(pipeline, lib
         assert latest_record(pipeline.instance, "pgvector_chunks", book_id).run_id == result.run_id
 
     with opened(pipeline.postgres) as postgres:
-        hits = search_chunks(postgres, EmbeddingModel(), "she fell down the rabbit hole", limit=3)
-        filtered = search_chunks(postgres, EmbeddingModel(), "she fell down", limit=10, book_id=WALLPAPER)
+        vector = EmbeddingModel().encode(["she fell down the rabbit hole"])[0]
+        with postgres.db() as db:
+            hits = db.search(vector, 3, None, ef_search=100)
+            filtered = db.search(vector, 10, WALLPAPER, ef_search=100)
     assert hits[0].book_id == ALICE and "rabbit" in hits[0].text.lower()
     assert len(filtered) == 10 and {h.book_id for h in filtered} == {WALLPAPER}
 

@@ -7,8 +7,10 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams, HnswIndexConfig
 
+from resources.errors import SchemaOutOfDate
 from resources.qdrant import QdrantEdgeResource
 from resources.qdrant.edge import FULL_SCAN_THRESHOLD, MAX_SEGMENT_KB, SEGMENTS
 
@@ -31,9 +33,9 @@ def test_a_collection_past_the_exact_search_size_is_indexed_and_every_point_is_f
     with qdrant.open() as collection:
         assert collection.status() == "missing" and collection.count() == 0
         collection.ensure_collection(DIMENSION)
-        collection.upsert(big, big_vectors)
-        collection.upsert(small, small_vectors)
-        collection.upsert(small, small_vectors)  # a re-run overwrites, never duplicates
+        collection.upsert(big, big_vectors, "English")
+        collection.upsert(small, small_vectors, "English")
+        collection.upsert(small, small_vectors, "English")  # a re-run overwrites, never duplicates
 
     shard = EdgeShard.load(str(qdrant.folder()))  # closed above after building its HNSW index
     try:
@@ -62,14 +64,14 @@ def test_a_collection_past_the_exact_search_size_is_indexed_and_every_point_is_f
 def test_a_second_holder_waits_for_the_shard_instead_of_failing(qdrant: QdrantEdgeResource):
     with qdrant.open() as collection:
         collection.ensure_collection(DIMENSION)
-        collection.upsert(_chunks("one", 5), _vectors(5, 3))
+        collection.upsert(_chunks("one", 5), _vectors(5, 3), "English")
     held = threading.Event()
 
     def writer():
         with qdrant.open() as collection:
             held.set()
             time.sleep(1.5)
-            collection.upsert(_chunks("two", 5), _vectors(5, 4))
+            collection.upsert(_chunks("two", 5), _vectors(5, 4), "English")
 
     thread = threading.Thread(target=writer)
     thread.start()
@@ -87,22 +89,27 @@ def _stored_config(qdrant: QdrantEdgeResource) -> dict:
     return json.loads((qdrant.folder() / "edge_config.json").read_text())
 
 
-def test_a_shard_from_an_earlier_corpus_moves_onto_memory_mapped_vectors_and_capped_segments(qdrant):
-    """Shards made with Edge's defaults (vectors and graph in the holder's memory, two ever-growing
-    segments) take the scale settings when next opened, and keep working."""
+def test_a_shard_from_before_keyword_search_is_refused_until_migrate_rebuilds_it(qdrant):
+    """A shard whose points lack the bm25 sparse vectors cannot gain them in place: opening it says to
+    run `corpus migrate`, which deletes it (and rebuilds it from Postgres); the new shard has the
+    scale settings (memory-mapped vectors and graph, capped segments) and keyword vectors."""
     qdrant.folder().mkdir(parents=True)
     EdgeShard.create(str(qdrant.folder()), EdgeConfig(
         vectors=EdgeVectorParams(size=DIMENSION, distance=Distance.Cosine),
         hnsw_config=HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=FULL_SCAN_THRESHOLD))).close()
-    assert "memory" not in _stored_config(qdrant)["vectors"][""]
+    with pytest.raises(SchemaOutOfDate, match="predates keyword search.*run `corpus migrate`"), qdrant.open():
+        pass
 
+    assert qdrant.drop_if_before_keyword_search() and not qdrant.folder().exists()
+    assert not qdrant.drop_if_before_keyword_search()  # nothing left to drop
     vectors = _vectors(5, 5)
     with qdrant.open() as collection:
-        collection.upsert(_chunks("old", 5), vectors)
+        collection.ensure_collection(DIMENSION)
+        collection.upsert(_chunks("new", 5), vectors, "English")
     config = _stored_config(qdrant)
     assert config["vectors"][""] == {"size": DIMENSION, "distance": "Cosine", "memory": "cold"}
-    assert config["hnsw_config"]["memory"] == "cold"
+    assert config["hnsw_config"]["memory"] == "cold" and "bm25" in config["sparse_vectors"]
     assert (config["optimizers"]["max_segment_size"], config["optimizers"]["default_segment_number"]) == (
         MAX_SEGMENT_KB, SEGMENTS)
     with qdrant.open() as collection:
-        assert collection.search(vectors[2], limit=1)[0].chunk_id == "old-2"
+        assert collection.search(vectors[2], limit=1)[0].chunk_id == "new-2"

@@ -16,7 +16,7 @@ from resources.qdrant.collection import point_id
 
 
 @book_asset(
-    code_version="1",
+    code_version="2",  # 2: points carry the bm25 sparse vector of their words (keyword search)
     kinds={"qdrant"},
     deps=["pgvector_chunks"],  # Postgres, the source of truth, is written first
     group_name="indexes",
@@ -32,7 +32,8 @@ def qdrant_points(
     book_chunks: dict[str, list[Chunk]],
     chunk_embeddings: dict[str, BookEmbeddings],
 ) -> None:
-    """One point per chunk in the Qdrant collection, id = uuid5(chunk id), payload indexed by book."""
+    """One point per chunk in the Qdrant collection, id = uuid5(chunk id), with its dense vector and the
+    BM25 weights of its words, payload indexed by book."""
     with qdrant.open() as collection, postgres.db() as db:
         collection.ensure_collection(next(iter(chunk_embeddings.values())).vectors.shape[1])
         # Before any write; a book's count only changes when that book is written.
@@ -50,7 +51,7 @@ def qdrant_points(
             )
             stale = 0
             if not unchanged:
-                collection.upsert(chunks, embeddings.vectors)
+                collection.upsert(chunks, embeddings.vectors, book_text[book_id].language)
                 # A book that had no points has no stale ones to look for.
                 if points_before[book_id]:
                     stale = collection.delete_book_except(book_id, [c.id for c in chunks])

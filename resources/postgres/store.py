@@ -18,10 +18,12 @@ from corpus_assets.books.structure import BODY, STRUCTURE_VERSION, Section
 from corpus_assets.books.chunking import Chunk
 
 HNSW_INDEX = "chunks_embedding_hnsw_idx"
+# Chunks keyword search scores with BM25, out of those holding the most (idf-weighted) query words.
+KEYWORD_CANDIDATES = 300
 CHUNK_COLUMNS = "id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, char_end, content_sha256"
-_COPY_CHUNKS = f"COPY chunks ({CHUNK_COLUMNS}, embedding, model) FROM STDIN WITH (FORMAT BINARY)"
-# char(64) has the same binary wire format as text.
-_CHUNK_TYPES = ["text", "text", "int4", "int4", "text", "text", "int4", "int4", "int4", "text", "vector", "text"]
+_COPY_CHUNKS = f"COPY chunks ({CHUNK_COLUMNS}, embedding, model, text_config) FROM STDIN WITH (FORMAT BINARY)"
+# char(64) has the same binary wire format as text, regconfig the same as oid.
+_CHUNK_TYPES = ["text", "text", "int4", "int4", "text", "text", "int4", "int4", "int4", "text", "vector", "text", "oid"]
 _UPSERT_BOOK = """
 INSERT INTO books (id, title, subtitle, author, language, source_file, content_sha256, bytes, encoding,
                    chapter_count, chunk_count, chapters, structure_version)
@@ -45,6 +47,52 @@ CROSS JOIN LATERAL (
     LIMIT %(k)s
 ) n
 WHERE c.book_id = %(book_id)s AND 1 - n.distance >= %(min_score)s
+"""
+# Keyword search (BM25) over the chunks whose text_search holds any of `matching` (a tsquery of the
+# discriminative words); every word of the query counts in the score with its idf.
+_QUERY_WORDS = """
+SELECT DISTINCT t.lexeme
+FROM (SELECT DISTINCT corpus_text_config(language) AS config FROM (SELECT DISTINCT language FROM books) l) c,
+     unnest(to_tsvector(c.config, %(query)s)) AS t
+"""
+_WORD_STATS = """
+SELECT (SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass) AS chunks,
+       (SELECT avg(token_count) FROM (SELECT token_count FROM chunks LIMIT 10000) s) AS avg_tokens,
+       (SELECT most_common_elems::text::text[] FROM pg_stats
+        WHERE schemaname = current_schema() AND tablename = 'chunks' AND attname = 'text_search') AS words,
+       (SELECT most_common_elem_freqs FROM pg_stats
+        WHERE schemaname = current_schema() AND tablename = 'chunks' AND attname = 'text_search') AS shares
+"""
+_KEYWORD_SEARCH = """
+WITH words AS (
+    SELECT * FROM unnest(%(words)s::text[], %(idfs)s::float8[], %(queries)s::tsquery[]) AS w(word, idf, query)
+),
+-- Candidates: the chunks holding the selecting words, by the sum of their idfs (one GIN lookup per
+-- word, no tsvector read); then BM25 (term frequency, saturated and length-normalized) on those only.
+candidates AS (
+    SELECT c.id, sum(w.idf) AS weight
+    FROM words w
+    CROSS JOIN LATERAL (
+        SELECT id FROM chunks
+        WHERE text_search @@ w.query AND (%(book_id)s::text IS NULL OR book_id = %(book_id)s)
+    ) c
+    WHERE w.query IS NOT NULL
+    GROUP BY c.id
+    ORDER BY weight DESC, c.id
+    LIMIT %(candidates)s
+),
+scored AS (
+    SELECT m.id, sum(w.idf * cardinality(t.positions) * (%(k1)s + 1) / (cardinality(t.positions)
+               + %(k1)s * (1 - %(b)s + %(b)s * m.token_count / %(avg_tokens)s))) AS score
+    FROM candidates k JOIN chunks m ON m.id = k.id
+    CROSS JOIN LATERAL unnest(m.text_search) AS t JOIN words w ON w.word = t.lexeme
+    GROUP BY m.id
+    ORDER BY score DESC, m.id
+    LIMIT %(limit)s
+)
+SELECT c.id AS chunk_id, c.book_id, b.title, c.chapter, c.ordinal, c.text, s.score::float8 AS score
+FROM scored s JOIN chunks c ON c.id = s.id JOIN books b ON b.id = c.book_id
+ORDER BY s.score DESC, s.id
 """
 _FINDABLE = """
 WITH sample AS (
@@ -96,6 +144,19 @@ class BookRow:
     subtitle: str | None = None
 
 
+def _tsquery(word: str) -> str:
+    """A word as a tsquery literal: quoted, its quotes and backslashes doubled (tsquery syntax)."""
+    return "'" + word.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class WordStats:
+    chunks: float
+    avg_tokens: float
+    shares: dict[str, float]  # share of chunks holding the word, for the most common words
+    rarest_listed: float  # a word not in `shares` is held by fewer chunks than this share
+
+
 @dataclass(frozen=True)
 class SearchHit:
     chunk_id: str
@@ -104,7 +165,7 @@ class SearchHit:
     chapter: str
     ordinal: int
     text: str
-    score: float  # cosine similarity
+    score: float  # cosine similarity (vector search), BM25 (keyword) or fused rank score (hybrid)
 
 
 @dataclass(frozen=True)
@@ -242,6 +303,10 @@ class CorpusDB:
         """The chunk count each book's row records (books not stored are absent)."""
         return dict(self.conn.execute("SELECT id, chunk_count FROM books WHERE id = ANY(%s)", (list(book_ids),)))
 
+    def languages(self) -> list[str | None]:
+        """The languages of the library's books (their Gutenberg headers'), each once."""
+        return [language for (language,) in self.conn.execute("SELECT DISTINCT language FROM books")]
+
     def titles(self, book_ids: Sequence[str]) -> dict[str, str]:
         return dict(self.conn.execute("SELECT id, title FROM books WHERE id = ANY(%s)", (list(book_ids),)))
 
@@ -336,12 +401,14 @@ class CorpusDB:
                 "structure_version": STRUCTURE_VERSION,
             })
             deleted = self.conn.execute("DELETE FROM chunks WHERE book_id = %s", (book.id,)).rowcount
+            # The text search configuration (stemming, stop words) of the book's language.
+            (text_config,) = self.conn.execute("SELECT corpus_text_config(%s)::oid", (book.language,)).fetchone()
             with self.conn.cursor().copy(_COPY_CHUNKS) as copy:
                 copy.set_types(_CHUNK_TYPES)
                 for chunk, vector in zip(chunks, vectors, strict=True):
                     copy.write_row((chunk.id, chunk.book_id, chunk.ordinal, chunk.chapter_index, chunk.chapter,
                                     chunk.text, chunk.token_count, chunk.char_start, chunk.char_end,
-                                    chunk.content_sha256, vector, model))
+                                    chunk.content_sha256, vector, model, text_config))
             for target, version in synced.items():
                 self.record_sync(book.id, target, version)
         return deleted
@@ -386,6 +453,33 @@ class CorpusDB:
             self._hnsw_settings(ef_search)
             with self.conn.cursor(row_factory=class_row(SearchHit)) as cursor:
                 return cursor.execute(_SEARCH, {"query": vector, "book_id": book_id, "limit": limit}).fetchall()
+
+    def query_words(self, query: str) -> list[str]:
+        """The query's words as keyword search indexes them: stemmed, stop words out, under the
+        configuration of every language the library holds."""
+        return [word for (word,) in self.conn.execute(_QUERY_WORDS, {"query": query})]
+
+    def word_stats(self) -> WordStats:
+        """What BM25 needs: chunks, their mean token count, and the share of chunks holding each of
+        the most common words (ANALYZE's statistics of text_search)."""
+        chunks, avg_tokens, words, shares = self.conn.execute(_WORD_STATS).fetchone()
+        listed = dict(zip(words or [], shares or [], strict=False))  # the shares end with min, max, nulls
+        return WordStats(chunks=max(float(chunks or 0), 1.0), avg_tokens=float(avg_tokens or 1.0), shares=listed,
+                         rarest_listed=min(listed.values(), default=0.0))
+
+    def keyword_search(self, words: dict[str, float], matching: list[str], limit: int,
+                       book_id: str | None, avg_tokens: float, k1: float = 1.2, b: float = 0.75) -> list[SearchHit]:
+        """The `limit` chunks with the best BM25 score for `words` ({word: idf}) among the best
+        candidates holding words of `matching`, optionally in one book."""
+        if not matching:
+            return []
+        with self.conn.cursor(row_factory=class_row(SearchHit)) as cursor:
+            return cursor.execute(_KEYWORD_SEARCH, {
+                "words": list(words), "idfs": list(words.values()),
+                "queries": [_tsquery(w) if w in matching else None for w in words],
+                "limit": limit, "candidates": max(KEYWORD_CANDIDATES, 2 * limit), "book_id": book_id,
+                "avg_tokens": avg_tokens, "k1": k1, "b": b,
+            }).fetchall()
 
     def chunks_by_id(self, chunk_ids: Sequence[str]) -> dict[str, SearchHit]:
         """Chunks with their book title (score 0), by id."""

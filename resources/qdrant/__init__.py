@@ -8,6 +8,7 @@ and opening retries while another holder has the folder. The Definitions choose 
 checks, search, repair and status only see `QdrantCollection`.
 """
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +22,7 @@ from resources import settings
 from resources.errors import reaching
 from resources.qdrant.client import ClientCollection
 from resources.qdrant.collection import QdrantCollection
-from resources.qdrant.edge import EdgeCollection
+from resources.qdrant.edge import EdgeCollection, SharedReads, lacks_keyword_vectors
 
 
 class QdrantResource(ConfigurableResource):
@@ -32,6 +33,16 @@ class QdrantResource(ConfigurableResource):
 
     @contextmanager
     def open(self) -> Iterator[QdrantCollection]:
+        raise NotImplementedError
+
+    @contextmanager
+    def shared_reads(self) -> Iterator["QdrantResource | SharedReads"]:
+        """For a long-lived reader (`corpus serve`): something whose `open()` serves reads cheaply."""
+        yield self
+
+    def drop_if_before_keyword_search(self) -> bool:
+        """Delete a collection made before keyword search (points without `bm25` vectors, which
+        cannot be added in place); True if one was: it must be rebuilt from Postgres."""
         raise NotImplementedError
 
 
@@ -59,6 +70,13 @@ class QdrantServerResource(QdrantResource):
             self._client.get_collections()  # fail here, naming the server, rather than mid-write
         yield ClientCollection(self._client, self.collection, self.hnsw_ef_construct)
 
+    def drop_if_before_keyword_search(self) -> bool:
+        with self.open() as collection:
+            if collection.lacks_keyword_vectors():
+                collection.drop()
+                return True
+        return False
+
 
 class QdrantEdgeResource(QdrantResource):
     """Qdrant Edge (Qdrant's engine in-process) in a shard folder, one holder at a time."""
@@ -84,3 +102,18 @@ class QdrantEdgeResource(QdrantResource):
         """The collection for one piece of work: the shard is held only inside the `with`."""
         with EdgeCollection(self.folder(), self.hnsw_ef_construct, self.hnsw_ef) as collection:
             yield collection
+
+    @contextmanager
+    def shared_reads(self) -> Iterator[SharedReads]:
+        """The shard held open between reads, handed back whenever a writer (or anyone) wants it."""
+        reads = SharedReads(self.folder(), self.hnsw_ef_construct, self.hnsw_ef)
+        try:
+            yield reads
+        finally:
+            reads.close()
+
+    def drop_if_before_keyword_search(self) -> bool:
+        if not lacks_keyword_vectors(self.folder()):
+            return False
+        shutil.rmtree(self.folder())
+        return True

@@ -5,7 +5,19 @@ from collections.abc import Collection, Sequence
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from resources.qdrant.collection import HNSW_M, UPLOAD_BATCH, ChunkLike, PointHit, payload, point_id
+from qdrant_edge import SparseVector
+
+from resources.qdrant.collection import (
+    HNSW_M,
+    SPARSE_VECTOR,
+    UPLOAD_BATCH,
+    ChunkLike,
+    PointHit,
+    as_hits,
+    document_words,
+    payload,
+    point_id,
+)
 
 
 def _books_filter(book_ids: Sequence[str]) -> models.Filter:
@@ -23,6 +35,16 @@ class ClientCollection:
     def __init__(self, client: QdrantClient, name: str, ef_construct: int):
         self.client, self.name, self._ef_construct = client, name, ef_construct
 
+    def lacks_keyword_vectors(self) -> bool:
+        """A collection made before keyword search, without the `bm25` sparse vectors."""
+        if not self.client.collection_exists(self.name):
+            return False
+        return SPARSE_VECTOR not in (self.client.get_collection(self.name).config.params.sparse_vectors or {})
+
+    def drop(self) -> None:
+        """Delete the collection (`corpus migrate` rebuilds one made before keyword search)."""
+        self.client.delete_collection(self.name)
+
     def ensure_collection(self, dimension: int) -> None:
         """Create the collection and its `book_id` payload index before the first upload."""
         if self.client.collection_exists(self.name):
@@ -33,18 +55,18 @@ class ClientCollection:
         self.client.create_collection(
             self.name,
             vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+            sparse_vectors_config={SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
             hnsw_config=models.HnswConfigDiff(m=HNSW_M, ef_construct=self._ef_construct),
         )
         self.client.create_payload_index(self.name, "book_id", models.PayloadSchemaType.KEYWORD)
 
-    def upsert(self, chunks: Sequence[ChunkLike], vectors: np.ndarray) -> None:
+    def upsert(self, chunks: Sequence[ChunkLike], vectors: np.ndarray, language: str | None) -> None:
         for start in range(0, len(chunks), UPLOAD_BATCH):
             batch = zip(chunks[start : start + UPLOAD_BATCH], vectors[start : start + UPLOAD_BATCH], strict=True)
-            self.client.upsert(
-                self.name,
-                points=[models.PointStruct(id=point_id(c.id), vector=v.tolist(), payload=payload(c)) for c, v in batch],
-                wait=True,
-            )
+            self.client.upsert(self.name, wait=True, points=[
+                models.PointStruct(id=point_id(c.id), payload=payload(c), vector={
+                    "": v.tolist(), SPARSE_VECTOR: _sparse(document_words(c.text, language))})
+                for c, v in batch])
 
     def delete_book_except(self, book_id: str, keep_chunk_ids: Collection[str]) -> int:
         stale = models.Filter(must=_book_filter(book_id).must,
@@ -99,9 +121,20 @@ class ClientCollection:
         return self.client.get_collection(self.name).status.value
 
     def search(self, vector: np.ndarray, limit: int, book_id: str | None = None) -> list[PointHit]:
-        points = self.client.query_points(
+        return as_hits(self.client.query_points(
             self.name, query=vector.tolist(), query_filter=_book_filter(book_id) if book_id else None,
             limit=limit, with_payload=True,
-        ).points
-        return [PointHit(p.payload["chunk_id"], p.payload["book_id"], p.payload["chapter"], p.payload["ordinal"],
-                         p.payload["text"], p.score) for p in points]
+        ).points)
+
+    def keyword_search(self, words: SparseVector, limit: int, book_id: str | None = None) -> list[PointHit]:
+        if not words.indices or not self.client.collection_exists(self.name):
+            return []
+        return as_hits(self.client.query_points(
+            self.name, query=_sparse(words), using=SPARSE_VECTOR,
+            query_filter=_book_filter(book_id) if book_id else None, limit=limit, with_payload=True,
+        ).points)
+
+
+def _sparse(words: SparseVector) -> models.SparseVector:
+    return models.SparseVector(indices=list(words.indices), values=list(words.values))
+

@@ -1,20 +1,47 @@
 """What every Qdrant backend offers the pipeline: one collection of chunk points.
 
-A point per chunk: id = uuid5(chunk id), so a re-run overwrites, never duplicates; the vector;
-payload `book_id` (indexed), `chunk_id`, `ordinal`, `chapter`, `text`. Cosine distance, HNSW m=16.
+A point per chunk: id = uuid5(chunk id), so a re-run overwrites, never duplicates; the dense vector
+(unnamed; cosine, HNSW m=16) and the `bm25` sparse vector of its words (Qdrant's BM25: the server
+applies IDF), payload `book_id` (indexed), `chunk_id`, `ordinal`, `chapter`, `text`.
 """
 
+import functools
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from qdrant_edge import Bm25, Bm25Config, SparseVector
 
 POINT_ID_NAMESPACE = uuid.UUID("5b0c1a53-6f0e-4f3b-9a43-2f6d7c0c9d10")
 HNSW_M = 16
 # Points per upsert, built lazily one batch at a time (a 90k-point book never exists as points at once).
 UPLOAD_BATCH = 1024
+
+
+SPARSE_VECTOR = "bm25"
+
+
+@functools.cache
+def _bm25(language: str | None) -> Bm25:
+    """Qdrant's BM25 analyzer (Edge's embedder; the server's text search uses the same tokens and
+    formula) for a book language: its stemmer and stop words, English for a language it lacks."""
+    try:
+        return Bm25(Bm25Config(language=(language or "english").lower()))
+    except Exception:  # "unsupported language": qdrant_edge raises a bare Exception
+        return Bm25(Bm25Config(language="english"))
+
+
+def document_words(text: str, language: str | None) -> SparseVector:
+    """A chunk's words as BM25 term weights (term frequency, saturated and length-normalized)."""
+    return _bm25(language).embed_document(text)
+
+
+def query_words(query: str, languages: Iterable[str | None]) -> SparseVector:
+    """A query's words as the collection's books index them, under each of their languages."""
+    indices = sorted({i for language in set(languages) or {None} for i in _bm25(language).embed_query(query).indices})
+    return SparseVector(indices=indices, values=[1.0] * len(indices))
 
 
 def point_id(chunk_id: str) -> str:
@@ -42,7 +69,13 @@ class PointHit:
     chapter: str
     ordinal: int
     text: str
-    score: float  # cosine similarity
+    score: float  # cosine similarity, or BM25 for keyword search
+
+
+def as_hits(points) -> list[PointHit]:
+    """Scored points (either backend's) as hits, from their payloads."""
+    return [PointHit(p.payload["chunk_id"], p.payload["book_id"], p.payload["chapter"], p.payload["ordinal"],
+                     p.payload["text"], p.score) for p in points]
 
 
 class QdrantCollection(Protocol):
@@ -52,7 +85,7 @@ class QdrantCollection(Protocol):
 
     def ensure_collection(self, dimension: int) -> None: ...
 
-    def upsert(self, chunks: Sequence[ChunkLike], vectors: np.ndarray) -> None: ...
+    def upsert(self, chunks: Sequence[ChunkLike], vectors: np.ndarray, language: str | None) -> None: ...
 
     def delete_book_except(self, book_id: str, keep_chunk_ids: Collection[str]) -> int: ...
 
@@ -69,3 +102,5 @@ class QdrantCollection(Protocol):
     def status(self) -> str: ...
 
     def search(self, vector: np.ndarray, limit: int, book_id: str | None = None) -> list[PointHit]: ...
+
+    def keyword_search(self, words: SparseVector, limit: int, book_id: str | None = None) -> list[PointHit]: ...

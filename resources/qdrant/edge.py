@@ -15,8 +15,11 @@ grew 6 -> 23 between 15k and 255k points with the defaults' 2 segments).
 """
 
 import json
+import os
+import threading
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,7 @@ from qdrant_edge import (
     EdgeConfig,
     EdgeOptimizersConfig,
     EdgeShard,
+    EdgeSparseVectorParams,
     EdgeVectorParams,
     FacetRequest,
     FieldCondition,
@@ -35,17 +39,30 @@ from qdrant_edge import (
     MatchAny,
     MatchValue,
     Memory,
+    Modifier,
     PayloadSchemaType,
     Point,
     Query,
     QueryRequest,
     ScrollRequest,
     SearchParams,
+    SparseVector,
     UpdateOperation,
 )
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential
 
-from resources.qdrant.collection import HNSW_M, UPLOAD_BATCH, ChunkLike, PointHit, payload, point_id
+from resources.errors import SchemaOutOfDate, StoreUnavailable
+from resources.qdrant.collection import (
+    HNSW_M,
+    SPARSE_VECTOR,
+    UPLOAD_BATCH,
+    ChunkLike,
+    PointHit,
+    as_hits,
+    document_words,
+    payload,
+    point_id,
+)
 
 # Below this many points a segment is searched exactly (Qdrant's default is 10,000 KB of vectors).
 FULL_SCAN_THRESHOLD = 10_000
@@ -65,6 +82,13 @@ def _book_filter(book_id: str) -> Filter:
     return Filter(must=[FieldCondition(key="book_id", match=MatchValue(book_id))])
 
 
+def lacks_keyword_vectors(folder: Path) -> bool:
+    """A shard made before keyword search: its points have no `bm25` sparse vectors (Edge cannot add
+    a vector to existing points' segments; `corpus migrate` rebuilds it from Postgres)."""
+    config_file = folder / _CONFIG_FILE
+    return config_file.exists() and SPARSE_VECTOR not in json.loads(config_file.read_text()).get("sparse_vectors", {})
+
+
 def _held_elsewhere(error: BaseException) -> bool:
     """The folder is open in another EdgeShard (this process or another): worth waiting for."""
     return "WouldBlock" in str(error)
@@ -76,18 +100,23 @@ class EdgeCollection:
 
     backend = "edge"
 
-    def __init__(self, folder: Path, ef_construct: int, ef_search: int):
+    def __init__(self, folder: Path, ef_construct: int, ef_search: int, patience: float = 120):
         self._folder, self._ef_construct, self._ef_search = folder, ef_construct, ef_search
+        self._patience = patience  # seconds to wait for another holder to close the folder
         self._shard: EdgeShard | None = None
         self._written = False
 
     def __enter__(self) -> "EdgeCollection":
         config_file = self._folder / _CONFIG_FILE
+        if lacks_keyword_vectors(self._folder):
+            raise SchemaOutOfDate(f"the Qdrant Edge shard in {self._folder} predates keyword search (no bm25 vectors): "
+                                  "run `corpus migrate`, which rebuilds it from Postgres")
         if config_file.exists():
             # Loading with the settings moves a shard created by an earlier corpus onto them; Edge
             # requires the vectors' params with them, read from the shard's own config (pinned format).
             size = json.loads(config_file.read_text())["vectors"][""]["size"]
-            self._shard = _load(self._folder, self._config(size))
+            with _waiting(self._folder):
+                self._shard = _load(self._folder, self._config(size), self._patience)
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -113,16 +142,18 @@ class EdgeCollection:
     def _config(self, dimension: int) -> EdgeConfig:
         return EdgeConfig(
             vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine, memory=Memory.Cold),
+            sparse_vectors={SPARSE_VECTOR: EdgeSparseVectorParams(modifier=Modifier.Idf)},
             hnsw_config=HnswIndexConfig(m=HNSW_M, ef_construct=self._ef_construct,
                                         full_scan_threshold=FULL_SCAN_THRESHOLD, memory=Memory.Cold),
             optimizers=EdgeOptimizersConfig(default_segment_number=SEGMENTS, max_segment_size=MAX_SEGMENT_KB),
         )
 
-    def upsert(self, chunks: Sequence[ChunkLike], vectors: np.ndarray) -> None:
+    def upsert(self, chunks: Sequence[ChunkLike], vectors: np.ndarray, language: str | None) -> None:
         for start in range(0, len(chunks), UPLOAD_BATCH):
             batch = zip(chunks[start : start + UPLOAD_BATCH], vectors[start : start + UPLOAD_BATCH], strict=True)
-            self._shard.update(UpdateOperation.upsert_points(
-                [Point(point_id(c.id), v.tolist(), payload(c)) for c, v in batch]))
+            self._shard.update(UpdateOperation.upsert_points([
+                Point(point_id(c.id), {"": v.tolist(), SPARSE_VECTOR: document_words(c.text, language)}, payload(c))
+                for c, v in batch]))
         self._written = True
 
     def delete_book_except(self, book_id: str, keep_chunk_ids: Collection[str]) -> int:
@@ -179,15 +210,104 @@ class EdgeCollection:
     def search(self, vector: np.ndarray, limit: int, book_id: str | None = None) -> list[PointHit]:
         if self._shard is None:
             return []
-        points = self._shard.query(QueryRequest(
+        return as_hits(self._shard.query(QueryRequest(
             limit=limit, query=Query.Nearest(vector.tolist()), filter=_book_filter(book_id) if book_id else None,
-            with_payload=True, params=SearchParams(hnsw_ef=self._ef_search)))
-        return [PointHit(p.payload["chunk_id"], p.payload["book_id"], p.payload["chapter"], p.payload["ordinal"],
-                         p.payload["text"], p.score) for p in points]
+            with_payload=True, params=SearchParams(hnsw_ef=self._ef_search))))
+
+    def keyword_search(self, words: SparseVector, limit: int, book_id: str | None = None) -> list[PointHit]:
+        if self._shard is None or not words.indices:
+            return []
+        return as_hits(self._shard.query(QueryRequest(
+            limit=limit, query=Query.Nearest(words, using=SPARSE_VECTOR),
+            filter=_book_filter(book_id) if book_id else None, with_payload=True)))
 
 
-@retry(retry=retry_if_exception(_held_elsewhere), wait=wait_exponential(multiplier=0.1, max=2),
-       stop=stop_after_delay(120), reraise=True)
-def _load(folder: Path, config: EdgeConfig) -> EdgeShard:
-    return EdgeShard.load(str(folder), config)
 
+def _load(folder: Path, config: EdgeConfig, patience: float) -> EdgeShard:
+    for attempt in Retrying(retry=retry_if_exception(_held_elsewhere), wait=wait_exponential(multiplier=0.1, max=2),
+                            stop=stop_after_delay(patience), reraise=True):
+        with attempt:
+            return EdgeShard.load(str(folder), config)
+
+
+def _waiting_room(folder: Path) -> Path:
+    """Where openers of `folder` leave a marker while they open it (beside it: Edge owns the folder)."""
+    return folder.parent / f".{folder.name}.waiting"
+
+
+@contextmanager
+def _waiting(folder: Path) -> Iterator[None]:
+    room = _waiting_room(folder)
+    room.mkdir(parents=True, exist_ok=True)
+    marker = room / f"{os.getpid()}-{uuid.uuid4().hex}"
+    marker.touch()
+    try:
+        yield
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def _someone_waiting(room: Path) -> bool:
+    """A live process waits to open the folder (a marker left by a killed one does not count)."""
+    for marker in room.glob("*-*") if room.is_dir() else []:
+        try:
+            os.kill(int(marker.name.split("-")[0]), 0)
+            return True
+        except ProcessLookupError:
+            marker.unlink(missing_ok=True)
+        except (PermissionError, ValueError):
+            return True
+    return False
+
+
+class SharedReads:
+    """A shard held open across the reads of a long-lived process (`corpus serve`: opening it per
+    query would cost more than the query), handed back as soon as anyone else wants the folder.
+
+    Every opener leaves a marker in the folder's waiting room while it opens it; a watcher thread
+    sees one within WATCH_SECONDS and closes this holder's shard, and the next read opens it again.
+    While a writer (an ingest) holds the folder, a read waits READ_PATIENCE seconds, then fails as
+    unavailable rather than holding a request for the length of a write.
+    """
+
+    WATCH_SECONDS = 0.05
+    READ_PATIENCE = 2.0
+
+    def __init__(self, folder: Path, ef_construct: int, ef_search: int):
+        self._folder, self._ef_construct, self._ef_search = folder, ef_construct, ef_search
+        self._collection: EdgeCollection | None = None
+        self._lock = threading.Lock()  # one read at a time, and never a close during one
+        self._stop = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="qdrant-edge-reads", daemon=True)
+        self._watcher.start()
+
+    @contextmanager
+    def open(self) -> Iterator[EdgeCollection]:
+        with self._lock:
+            if self._collection is None:
+                collection = EdgeCollection(self._folder, self._ef_construct, self._ef_search, self.READ_PATIENCE)
+                try:
+                    self._collection = collection.__enter__()
+                except Exception as error:
+                    if not _held_elsewhere(error):
+                        raise
+                    raise StoreUnavailable(f"Qdrant Edge ({self._folder}) is being written (an ingest holds it): "
+                                           "try again shortly, or search the pgvector store") from error
+            yield self._collection
+
+    def _watch(self) -> None:
+        room = _waiting_room(self._folder)
+        while not self._stop.wait(self.WATCH_SECONDS):
+            if self._collection is not None and _someone_waiting(room):
+                self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._collection is not None:
+                self._collection.__exit__(None, None, None)
+                self._collection = None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._watcher.join()
+        self._release()

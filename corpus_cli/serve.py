@@ -1,0 +1,64 @@
+"""`corpus serve` and the way `corpus search` finds a running service."""
+
+import hashlib
+
+import httpx
+
+from resources import settings
+from resources.errors import StoreUnavailable
+
+DEFAULT_PORT = 8000  # `corpus serve --port` default
+SERVE_URL_ENV = "CORPUS_SERVE_URL"
+SLOW_QUERY_ENV = "CORPUS_SLOW_QUERY_MS"
+CACHE_SIZE_ENV = "CORPUS_QUERY_CACHE_SIZE"
+
+
+def service_url() -> str:
+    return settings.env(SERVE_URL_ENV) or f"http://127.0.0.1:{DEFAULT_PORT}"
+
+
+def state_identity() -> str:
+    """Which stores a process uses: a service answers `corpus search` only for the same ones."""
+    config = settings.current()
+    if config.database_url:  # a digest: the URL may hold a password
+        return "postgres " + hashlib.sha256(config.database_url.encode()).hexdigest()[:16]
+    return str(config.state_dir)
+
+
+def ask_service(params: dict) -> dict | None:
+    """The running service's answer to a search, or None when none runs for these stores (then
+    `corpus search` answers itself). A refused query raises ValueError with the service's reason, an
+    unavailable store StoreUnavailable."""
+    url = service_url()
+    try:
+        health = httpx.get(f"{url}/health", timeout=0.5).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if health.get("state") != state_identity():
+        return None
+    response = httpx.get(f"{url}/search", params={k: v for k, v in params.items() if v is not None}, timeout=60)
+    if response.status_code == 422:
+        raise ValueError(response.json().get("detail", "refused"))
+    if response.status_code == 503:
+        raise StoreUnavailable(response.json().get("detail", "a store is unavailable"))
+    response.raise_for_status()
+    return response.json()
+
+
+def serve(host: str, port: int) -> None:
+    import logging
+
+    import uvicorn
+
+    from corpus_cli.instance import code_location_resources
+    from retrieval.engine import Searcher
+    from retrieval.service import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    slow_ms = float(settings.env(SLOW_QUERY_ENV) or 200)
+    with (code_location_resources("postgres", "qdrant", "graph", "embedding_model") as stores,
+          stores.qdrant.shared_reads() as qdrant_reads):
+        searcher = Searcher(stores.postgres, qdrant_reads, stores.graph, stores.embedding_model,
+                            cache_size=int(settings.env(CACHE_SIZE_ENV) or 1024))
+        searcher.model.encode(["warm up"])  # the model loads now, not on the first query
+        uvicorn.run(create_app(searcher, state_identity(), slow_ms), host=host, port=port, log_level="info")

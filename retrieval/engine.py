@@ -1,0 +1,212 @@
+"""One search: a query's passages from a store by a method, timed, with the graph's context.
+
+A `Searcher` lives as long as its process (`corpus serve` keeps one; `corpus search` makes one per
+command): it keeps the model loaded, an LRU cache of query embeddings and the keyword statistics.
+"""
+
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from resources import settings
+from resources.embedding import EmbeddingModel
+from resources.graph import GraphResource
+from resources.postgres import PostgresResource
+from resources.postgres.store import SearchHit, WordStats
+from resources.qdrant import QdrantResource
+from resources.qdrant.collection import PointHit, query_words
+from resources.qdrant.edge import SharedReads
+from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.keyword import weigh
+
+STORES = ("pgvector", "qdrant")
+MODES = ("dense", "keyword", "hybrid")
+DEFAULT_MODE = "hybrid"
+MAX_K = 1000
+# Candidates each method hands the fusion (or k, if larger).
+FUSION_DEPTH = 50
+# Keyword statistics (document frequencies) change slowly; read again after this many seconds.
+STATS_TTL_SECONDS = 300
+
+
+class QueryError(ValueError):
+    """A query the search cannot answer as asked (empty, k out of range, unknown book, store or mode)."""
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    relation: str  # "previous", "next" (reading order) or "similar" (another book)
+    hit: SearchHit  # score: cosine similarity for "similar", 1.0 for reading-order neighbours
+
+
+@dataclass
+class SearchResult:
+    hits: list[SearchHit]
+    context: dict[str, list[Neighbour]]  # by hit chunk id, when expanded
+    timings_ms: dict[str, float] = field(default_factory=dict)  # encode, search, expand, total
+    cached_embedding: bool = False
+
+
+class Searcher:
+    def __init__(self, postgres: PostgresResource, qdrant: "QdrantResource | SharedReads", graph: GraphResource,
+                 model: EmbeddingModel, cache_size: int = 1024):
+        """`qdrant`: the resource, or its `shared_reads()` in a long-lived process."""
+        self.postgres, self.qdrant, self.graph, self.model = postgres, qdrant, graph, model
+        self._embeddings = EmbeddingCache(cache_size)
+        self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
+        self._stats: tuple[float, WordStats, list[str | None]] | None = None
+
+    def cache_stats(self) -> dict:
+        return self._embeddings.stats()
+
+    def search(self, query: str, k: int = 10, book: str | None = None, store: str = "pgvector",
+               mode: str = DEFAULT_MODE, expand: bool = False) -> SearchResult:
+        started = time.perf_counter()
+        query = self._validate(query, k, book, store, mode)
+        timings: dict[str, float] = {}
+        cached = False
+        vector = None
+        depth = k if mode != "hybrid" else max(k, FUSION_DEPTH)
+        # Postgres' keyword search needs no vector: it runs (on its own connection) while the query is
+        # encoded. Qdrant answers both lists in one open of the collection, once the vector is there.
+        keyword_search = (self._workers.submit(self._pgvector_keyword, query, depth, book)
+                          if store == "pgvector" and mode != "dense" else None)
+        if mode != "keyword":
+            vector, cached = self._embeddings.get(query, self._embed)
+            timings["encode"] = _ms_since(started)
+        searching = time.perf_counter()  # what is left to wait for once the vector is there
+        if store == "pgvector":
+            dense = self._pgvector_dense(vector, depth, book) if mode != "keyword" else []
+            keyword = keyword_search.result() if keyword_search else []
+        else:
+            dense, keyword = self._qdrant(mode, query, vector, depth, book)
+        hits = dense[:k] if mode == "dense" else keyword[:k] if mode == "keyword" else _fuse(dense, keyword, k)
+        timings["search"] = _ms_since(searching)
+        context = {}
+        if expand:
+            expanding = time.perf_counter()
+            context = self.expand(hits)
+            timings["expand"] = _ms_since(expanding)
+        timings["total"] = _ms_since(started)
+        return SearchResult(hits, context, {name: round(ms, 2) for name, ms in timings.items()}, cached)
+
+    def _validate(self, query: str, k: int, book: str | None, store: str, mode: str) -> str:
+        query = " ".join((query or "").split())
+        if not query:
+            raise QueryError("the query is empty")
+        if not 1 <= k <= MAX_K:
+            raise QueryError(f"k must be between 1 and {MAX_K}, not {k}")
+        if store not in STORES:
+            raise QueryError(f"unknown store {store!r}: one of {', '.join(STORES)}")
+        if mode not in MODES:
+            raise QueryError(f"unknown mode {mode!r}: one of {', '.join(MODES)}")
+        if book is not None:
+            with self.postgres.db() as db:
+                if not db.titles([book]):
+                    raise QueryError(f"unknown book {book!r}: `corpus status` lists the books")
+        return query
+
+    def _embed(self, query: str) -> np.ndarray:
+        vector = self.model.encode([query])[0]
+        vector.setflags(write=False)  # shared by every later hit of the cache
+        return vector
+
+    def _pgvector_dense(self, vector, limit: int, book: str | None) -> list[SearchHit]:
+        with self.postgres.db() as db:
+            return db.search(vector, limit, book, settings.current().ef_search)
+
+    def _pgvector_keyword(self, query: str, limit: int, book: str | None) -> list[SearchHit]:
+        with self.postgres.db() as db:
+            stats, _ = self._library_stats(db)
+            weights, matching = weigh(stats, db.query_words(query))
+            return db.keyword_search(weights, matching, limit, book, stats.avg_tokens)
+
+    def _qdrant(self, mode: str, query: str, vector, limit: int, book: str | None) -> tuple[list, list]:
+        """(dense hits, keyword hits) from Qdrant (one open of the collection for both)."""
+        words = None
+        if mode != "dense":
+            with self.postgres.db() as db:
+                words = query_words(query, self._library_stats(db)[1])
+        with self.qdrant.open() as collection:
+            dense = collection.search(vector, limit, book) if mode != "keyword" else []
+            keyword = collection.keyword_search(words, limit, book) if words is not None else []
+        return self._titled(dense), self._titled(keyword)
+
+    def _titled(self, points: list[PointHit]) -> list[SearchHit]:
+        """Qdrant's points as hits, with their book titles from Postgres."""
+        with self.postgres.db() as db:
+            titles = db.titles(list({p.book_id for p in points}))
+        return [SearchHit(p.chunk_id, p.book_id, titles.get(p.book_id, p.book_id), p.chapter, p.ordinal, p.text,
+                          p.score) for p in points]
+
+    def _library_stats(self, db) -> tuple[WordStats, list[str | None]]:
+        """Keyword search's word statistics and the library's languages, read again every few minutes."""
+        if self._stats is None or time.monotonic() - self._stats[0] > STATS_TTL_SECONDS:
+            self._stats = (time.monotonic(), db.word_stats(), db.languages())
+        return self._stats[1], self._stats[2]
+
+    def expand(self, hits: list[SearchHit], similar: int = 2) -> dict[str, list[Neighbour]]:
+        """Context for each hit from the graph: the chunks before and after it, and its `similar` most
+        similar chunks in other books (each once, whichever way its edge points); texts come from
+        Postgres. Keyed by the hit's chunk id."""
+        with self.graph.session() as session:
+            found = session.neighbours([h.chunk_id for h in hits])
+        wanted = {
+            hit_id: [("previous", n.previous, 1.0), ("next", n.next, 1.0)]
+            + [("similar", other, score) for other, score in n.similar[:similar]]
+            for hit_id, n in found.items()
+        }
+        ids = {chunk_id for links in wanted.values() for _, chunk_id, _ in links if chunk_id}
+        with self.postgres.db() as db:
+            chunks = db.chunks_by_id(list(ids))
+        return {
+            hit_id: [Neighbour(relation, SearchHit(**{**chunks[chunk_id].__dict__, "score": score}))
+                     for relation, chunk_id, score in links if chunk_id in chunks]
+            for hit_id, links in wanted.items()
+        }
+
+
+class EmbeddingCache:
+    """Query embeddings, least recently used out first, with hit and miss counts (thread-safe)."""
+
+    def __init__(self, capacity: int):
+        self.capacity, self.hits, self.misses = capacity, 0, 0
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, query: str, embed) -> tuple[np.ndarray, bool]:
+        """The query's vector and whether it came from the cache."""
+        with self._lock:
+            vector = self._vectors.get(query)
+            if vector is not None:
+                self._vectors.move_to_end(query)
+                self.hits += 1
+                return vector, True
+            self.misses += 1
+        vector = embed(query)  # outside the lock: concurrent queries encode side by side
+        with self._lock:
+            self._vectors[query] = vector
+            while len(self._vectors) > self.capacity:
+                self._vectors.popitem(last=False)
+        return vector, False
+
+    def stats(self) -> dict:
+        with self._lock:
+            asked = self.hits + self.misses
+            return {"hits": self.hits, "misses": self.misses, "hit_rate": round(self.hits / asked, 4) if asked else 0.0,
+                    "size": len(self._vectors), "capacity": self.capacity}
+
+
+def _fuse(dense: list[SearchHit], keyword: list[SearchHit], k: int) -> list[SearchHit]:
+    """The two rankings fused by reciprocal rank; a hit's score is its fused score."""
+    by_id = {hit.chunk_id: hit for hit in [*keyword, *dense]}
+    fused = reciprocal_rank_fusion([[h.chunk_id for h in dense], [h.chunk_id for h in keyword]])[:k]
+    return [SearchHit(**{**by_id[chunk_id].__dict__, "score": round(score, 6)}) for chunk_id, score in fused]
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1000
