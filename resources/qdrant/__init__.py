@@ -4,8 +4,9 @@
 `setup_for_execution` to `teardown_after_execution`. `QdrantEdgeResource` is the embedded default,
 Qdrant Edge (the server's engine in-process) in the state folder: one holder per shard folder, so
 it is opened only for one piece of work, writers are serialized by the `qdrant` concurrency pool,
-and opening retries while another holder has the folder. The Definitions choose one; assets,
-checks, search, repair and status only see `QdrantCollection`.
+and opening retries while another holder has the folder; a long-lived reader (`corpus serve`)
+holds it between queries through `shared_reads()` and hands it to any other opener. The
+Definitions choose one; assets, checks, search, repair and status only see `QdrantCollection`.
 """
 
 import shutil

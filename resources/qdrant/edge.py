@@ -222,7 +222,6 @@ class EdgeCollection:
             filter=_book_filter(book_id) if book_id else None, with_payload=True)))
 
 
-
 def _load(folder: Path, config: EdgeConfig, patience: float) -> EdgeShard:
     for attempt in Retrying(retry=retry_if_exception(_held_elsewhere), wait=wait_exponential(multiplier=0.1, max=2),
                             stop=stop_after_delay(patience), reraise=True):
