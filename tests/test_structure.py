@@ -111,6 +111,20 @@ def test_the_body_wins_over_a_contents_list_and_front_back_matter_are_their_own_
     assert sections[-1].end == len(text)
 
 
+def test_an_introduction_or_appendix_about_the_author_is_someone_elses_and_kept_out():
+    """An editor's introduction and appendix name the author on every page; the author's own preface does not."""
+    about = " ".join(["Marcus Aurelius was born in Rome and Marcus studied with Fronto."] * 8)
+    own = prose("I wrote these notes for myself, in camp, at night.")
+    chapters = ["THE FIRST BOOK", prose("Of my grandfather."), "THE SECOND BOOK", prose("Begin the morning.")]
+    edited = split_sections("\n\n".join(["INTRODUCTION", about, *chapters, "APPENDIX", about]), "M", "Marcus Aurelius")
+    assert [(s.kind, s.title) for s in edited] == [
+        (FRONT, "INTRODUCTION"), (BODY, "THE FIRST BOOK"), (BODY, "THE SECOND BOOK"), (BACK, "APPENDIX")]
+    authors = split_sections("\n\n".join(["PREFACE", own, *chapters]), "M", "Marcus Aurelius")
+    assert [(s.kind, s.title) for s in authors] == [
+        (BODY, "PREFACE"), (BODY, "THE FIRST BOOK"), (BODY, "THE SECOND BOOK")]
+    assert split_sections("\n\n".join(["INTRODUCTION", about, *chapters]), "M", None)[0].kind == BODY  # no author known
+
+
 def test_parts_chapters_in_other_languages_and_two_line_headings():
     text = "\n\n".join([
         "LIVRE PREMIER", "CHAPITRE I", prose("Il était une fois."), "CHAPITRE II\nLa suite", prose("Ensuite."),

@@ -36,8 +36,9 @@ from corpus_assets.books.gutenberg import words
 
 # Bump when the same text would split differently: stored books made by an older version are then
 # ingested again (the library plan), and book_text shows stale in Dagster.
-STRUCTURE_VERSION = "2"
+STRUCTURE_VERSION = "3"
 FRONT, BODY, BACK = "front", "body", "back"
+NAMES_PER_1000_WORDS = 2.0  # the author's name this often: an introduction about the author
 PART_SEPARATOR = " · "
 FRONT_MATTER_TITLE = "Front matter"
 BACK_MATTER_TITLE = "Back matter"
@@ -173,7 +174,32 @@ def split_sections(text: str, fallback_title: str, author: str | None = None) ->
     headings = _in_sequence(headings)
     headings = _drop_sub_sections(headings)
     headings = _titled_chapters(text, paragraphs, headings, fallback_title, author)
-    return _sections(text, headings, fallback_title)
+    return _written_by_others(text, _sections(text, headings, fallback_title), author)
+
+
+def _written_by_others(text: str, sections: list[Section], author: str | None) -> list[Section]:
+    """An introduction, preface or appendix at either end of the body that names the book's author
+    often (NAMES_PER_1000_WORDS) is about the author, by someone else: an editor's or translator's
+    essay, the correspondence in an appendix. It is front (or back) matter; the author's own preface
+    seldom names its writer."""
+    names = {w for w in words(author or "") if len(w) > 2}
+    body = [i for i, s in enumerate(sections) if s.kind == BODY]
+    if not names or len(body) < 2:
+        return sections
+
+    def about_the_author(section: Section) -> bool:
+        section_words = words(text[section.start : section.end])
+        named = sum(w in names for w in section_words)
+        return named >= 3 and named * 1000 >= NAMES_PER_1000_WORDS * len(section_words)
+
+    kinds = {}
+    for edge, kind in ((body, FRONT), (body[::-1], BACK)):
+        for i in edge[:-1]:  # never the whole body
+            if not _NAMED_BODY.match(sections[i].title) or sections[i].part:
+                break
+            if about_the_author(sections[i]):
+                kinds[i] = kind
+    return [replace(s, kind=kinds.get(s.index, s.kind)) for s in sections]
 
 
 def _candidates(paragraphs: list[tuple[int, int, str]], book_title: str):
