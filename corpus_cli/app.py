@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from corpus_cli.serve import DEFAULT_PORT
+from retrieval import DEFAULT_MODE
 from resources import settings
 
 app = typer.Typer(help="Turn a library of books into search-ready indexes.", no_args_is_help=True)
@@ -35,10 +36,14 @@ def migrate() -> None:
 
     with code_location_resources("postgres", "qdrant") as stores:
         upgrade(stores.postgres.url())
-        rebuild = stores.qdrant.drop_if_before_keyword_search()
+        outdated = stores.qdrant.drop_if_before_keyword_search()
+        with stores.postgres.db() as db, stores.qdrant.open() as collection:
+            # Also after a rebuild that was cut short: Postgres holds books and Qdrant none.
+            empty = db.has_chunks() and collection.count() == 0
     console.print(f"corpus schema at revision {head_revision()}")
-    if rebuild:
-        console.print("the Qdrant collection predated keyword search: rebuilding it from Postgres (`corpus repair`)")
+    if outdated or empty:
+        why = "predated keyword search" if outdated else "holds no points while Postgres holds books"
+        console.print(f"the Qdrant collection {why}: rebuilding it from Postgres (`corpus repair`)")
         result = repair_in_run(instance(), [])
         if not result.success:
             console.print(f"[red]repair run {result.run_id} failed:[/red] {result.error}", soft_wrap=True)
@@ -262,7 +267,7 @@ def search(
     book: Annotated[str | None, typer.Option(help="Search only this book id.")] = None,
     store: Annotated[str, typer.Option(help="pgvector (Postgres) or qdrant.")] = "pgvector",
     mode: Annotated[str, typer.Option(help="dense (vector similarity), keyword (BM25) or hybrid (both, "
-                                           "fused by reciprocal rank).")] = "hybrid",
+                                           "fused by reciprocal rank).")] = DEFAULT_MODE,
     expand: Annotated[bool, typer.Option(help="Add each passage's context from the graph: the chunks "
                                                "before and after it (NEXT) and similar chunks of other books.")] = False,
 ) -> None:

@@ -1,6 +1,7 @@
 """`corpus serve` and the way `corpus search` finds a running service."""
 
 import hashlib
+import os
 
 import httpx
 
@@ -20,9 +21,9 @@ def service_url() -> str:
 def state_identity() -> str:
     """Which stores a process uses: a service answers `corpus search` only for the same ones."""
     config = settings.current()
-    if config.database_url:  # a digest: the URL may hold a password
-        return "postgres " + hashlib.sha256(config.database_url.encode()).hexdigest()[:16]
-    return str(config.state_dir)
+    stores = [config.database_url or str(config.state_dir), config.qdrant_url, config.neo4j_uri, config.embedding_model]
+    # A digest: the URLs may hold passwords.
+    return hashlib.sha256(repr(stores).encode()).hexdigest()[:16]
 
 
 def ask_service(params: dict) -> dict | None:
@@ -34,14 +35,14 @@ def ask_service(params: dict) -> dict | None:
         health = httpx.get(f"{url}/health", timeout=0.5).json()
     except (httpx.HTTPError, ValueError):
         return None
-    if health.get("state") != state_identity():
+    if not isinstance(health, dict) or health.get("state") != state_identity():
         return None
     response = httpx.get(f"{url}/search", params={k: v for k, v in params.items() if v is not None}, timeout=60)
     if response.status_code == 422:
         raise ValueError(response.json().get("detail", "refused"))
-    if response.status_code == 503:
-        raise StoreUnavailable(response.json().get("detail", "a store is unavailable"))
-    response.raise_for_status()
+    if response.status_code != 200:
+        raise StoreUnavailable(f"corpus serve at {url} answered {response.status_code}: "
+                               f"{response.json().get('detail', response.text[:200])}")
     return response.json()
 
 
@@ -55,6 +56,9 @@ def serve(host: str, port: int) -> None:
     from retrieval.service import create_app
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # A pgvector hybrid query holds two connections (its keyword search runs beside the dense one):
+    # unless told otherwise, room for six such queries at once.
+    os.environ.setdefault(settings.PG_POOL_SIZE_ENV, "12")
     slow_ms = float(settings.env(SLOW_QUERY_ENV) or 200)
     with (code_location_resources("postgres", "qdrant", "graph", "embedding_model") as stores,
           stores.qdrant.shared_reads() as qdrant_reads):

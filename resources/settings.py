@@ -24,6 +24,7 @@ QDRANT_URL_ENV, QDRANT_API_KEY_ENV = "QDRANT_URL", "QDRANT_API_KEY"
 NEO4J_URI_ENV, NEO4J_USER_ENV, NEO4J_PASSWORD_ENV = "NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD"
 MODEL_ENV = "CORPUS_EMBEDDING_MODEL"
 MAX_BOOK_MB_ENV = "CORPUS_MAX_BOOK_MB"
+PG_POOL_SIZE_ENV = "CORPUS_PG_POOL_SIZE"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -73,7 +74,7 @@ def current() -> Settings:
         ef_search=int(env("CORPUS_EF_SEARCH") or 200),
         min_findable=float(env("CORPUS_MIN_FINDABLE") or 0.9),
         max_book_mb=float(env(MAX_BOOK_MB_ENV) or 64),
-        pg_pool_size=int(env("CORPUS_PG_POOL_SIZE") or 4),
+        pg_pool_size=int(env(PG_POOL_SIZE_ENV) or 4),
         pg_pool_timeout=float(env("CORPUS_PG_POOL_TIMEOUT") or 10),
         falkordb_start_timeout=float(env("CORPUS_FALKORDB_START_TIMEOUT") or 600),
     )

@@ -20,13 +20,10 @@ from resources.postgres.store import SearchHit, WordStats
 from resources.qdrant import QdrantResource
 from resources.qdrant.collection import PointHit, query_words
 from resources.qdrant.edge import SharedReads
+from retrieval import DEFAULT_MODE, MAX_K, MODES, STORES
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.keyword import weigh
 
-STORES = ("pgvector", "qdrant")
-MODES = ("dense", "keyword", "hybrid")
-DEFAULT_MODE = "hybrid"
-MAX_K = 1000
 # Candidates each method hands the fusion (or k, if larger).
 FUSION_DEPTH = 50
 # Keyword statistics (document frequencies) change slowly; read again after this many seconds.
@@ -98,6 +95,8 @@ class Searcher:
         query = " ".join((query or "").split())
         if not query:
             raise QueryError("the query is empty")
+        if "\x00" in query or (book and "\x00" in book):
+            raise QueryError("the query holds a NUL character")
         if not 1 <= k <= MAX_K:
             raise QueryError(f"k must be between 1 and {MAX_K}, not {k}")
         if store not in STORES:

@@ -17,8 +17,9 @@ from typing import Annotated
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 
-from resources.errors import StoreUnavailable
-from retrieval.engine import DEFAULT_MODE, MAX_K, QueryError, Searcher, SearchResult
+from resources.errors import SchemaOutOfDate, StoreUnavailable
+from retrieval import DEFAULT_MODE, MAX_K
+from retrieval.engine import QueryError, Searcher, SearchResult
 
 log = logging.getLogger("corpus.serve")
 SLOW_LOG_SIZE = 100  # slowest recent queries kept for /stats
@@ -53,14 +54,20 @@ class Telemetry:
 
     def summary(self) -> dict:
         with self._lock:
-            latencies = sorted(self._latencies)
+            latencies = list(self._latencies)
             slow = list(self.slow)
-
-        def percentile(p: float) -> float | None:
-            return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2) if latencies else None
-
-        return {"queries": self.queries, "errors": self.errors, "p50_ms": percentile(0.5), "p95_ms": percentile(0.95),
+        return {"queries": self.queries, "errors": self.errors, **percentiles(latencies),
                 "slow_query_ms": self.slow_ms, "slow_queries": len(slow), "slowest_recent": slow[-10:]}
+
+
+def percentiles(latencies: list[float]) -> dict:
+    """p50 and p95 of latencies in ms (None without any)."""
+    ordered = sorted(latencies)
+
+    def pick(p: float) -> float | None:
+        return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 2) if ordered else None
+
+    return {"p50_ms": pick(0.5), "p95_ms": pick(0.95)}
 
 
 def as_json(params: dict, result: SearchResult) -> dict:
@@ -83,10 +90,12 @@ def create_app(searcher: Searcher, state: str, slow_ms: float = 200.0) -> FastAP
         return JSONResponse(status_code=422, content={"detail": str(error)})
 
     @app.exception_handler(StoreUnavailable)
-    def unavailable(request, error: StoreUnavailable) -> JSONResponse:
+    @app.exception_handler(SchemaOutOfDate)
+    def unavailable(request, error: Exception) -> JSONResponse:
         telemetry.error()
-        log.warning("store unavailable: %s", error)
-        return JSONResponse(status_code=503, content={"detail": str(error)})
+        detail = error.description if isinstance(error, SchemaOutOfDate) else str(error)
+        log.warning("store unavailable: %s", detail)
+        return JSONResponse(status_code=503, content={"detail": detail})
 
     @app.get("/search")
     def search(

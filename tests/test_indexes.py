@@ -311,6 +311,12 @@ def test_keyword_and_hybrid_search_in_both_stores_the_service_and_bad_queries(st
     shutil.copy(SAMPLE_LIBRARY_DIR / f"{ALICE}.txt", library)
     assert stores.ingest(ALICE, WALLPAPER).success
     searcher = Searcher(stores.live.postgres, stores.live.qdrant, stores.live.graph, EmbeddingModel())
+    with stores.live.postgres.db() as db:
+        db.vacuum_and_reindex()  # ANALYZE: keyword search's word frequencies, as the nightly upkeep keeps them
+        assert db.word_stats().shares  # the frequencies are there to weigh words with
+        configs = db.conn.execute("SELECT corpus_text_config('French'), corpus_text_config(NULL), "
+                                  "corpus_text_config('Klingon')").fetchone()
+    assert configs == ("french", "english", "english")  # no stemmer of its own: English rules, not none
 
     # A rare word found by keyword in both stores, through the stemmer ("grinning" / "grin").
     for store in ("pgvector", "qdrant"):

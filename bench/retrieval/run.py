@@ -68,7 +68,8 @@ def main() -> None:
 
 def evaluate(queries: list[dict]) -> dict:
     from corpus_cli.instance import code_location_resources
-    from retrieval.engine import DEFAULT_MODE, Searcher
+    from retrieval import DEFAULT_MODE
+    from retrieval.engine import Searcher
 
     with code_location_resources("postgres", "qdrant", "graph", "embedding_model") as stores:
         with stores.postgres.db() as db:
@@ -135,6 +136,8 @@ def load(queries: list[dict], clients: int, port: int) -> dict:
 
 
 def _load_pass(url: str, queries: list[dict], clients: int) -> dict:
+    from retrieval.service import percentiles
+
     result = {"clients": clients, "requests": 0, "errors": 0, "by_method": {}}
     every = []
     for store, mode in METHODS:
@@ -176,12 +179,6 @@ def _fire(url: str, requests: list[dict], clients: int) -> tuple[list[float], in
     for thread in threads:
         thread.join()
     return latencies, errors[0]
-
-
-def percentiles(latencies: list[float]) -> dict:
-    ordered = sorted(latencies)
-    pick = lambda p: round(ordered[min(len(ordered) - 1, int(p * len(ordered)))], 2) if ordered else None  # noqa: E731
-    return {"p50_ms": pick(0.5), "p95_ms": pick(0.95)}
 
 
 def normalized(text: str) -> str:

@@ -22,8 +22,8 @@ HNSW_INDEX = "chunks_embedding_hnsw_idx"
 KEYWORD_CANDIDATES = 300
 CHUNK_COLUMNS = "id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, char_end, content_sha256"
 _COPY_CHUNKS = f"COPY chunks ({CHUNK_COLUMNS}, embedding, model, text_config) FROM STDIN WITH (FORMAT BINARY)"
-# char(64) has the same binary wire format as text, regconfig the same as oid.
-_CHUNK_TYPES = ["text", "text", "int4", "int4", "text", "text", "int4", "int4", "int4", "text", "vector", "text", "oid"]
+# char(64) has the same binary wire format as text.
+_CHUNK_TYPES = ["text", "text", "int4", "int4", "text", "text", "int4", "int4", "int4", "text", "vector", "text", "text"]
 _UPSERT_BOOK = """
 INSERT INTO books (id, title, subtitle, author, language, source_file, content_sha256, bytes, encoding,
                    chapter_count, chunk_count, chapters, structure_version)
@@ -48,11 +48,13 @@ CROSS JOIN LATERAL (
 ) n
 WHERE c.book_id = %(book_id)s AND 1 - n.distance >= %(min_score)s
 """
-# Keyword search (BM25) over the chunks whose text_search holds any of `matching` (a tsquery of the
-# discriminative words); every word of the query counts in the score with its idf.
+# Keyword search: the query's words under each configuration the library's languages use; their
+# document frequencies from ANALYZE's statistics of text_search; then BM25 over KEYWORD_CANDIDATES
+# chunks (approximate: the candidates are those holding the most idf of the discriminative words).
 _QUERY_WORDS = """
 SELECT DISTINCT t.lexeme
-FROM (SELECT DISTINCT corpus_text_config(language) AS config FROM (SELECT DISTINCT language FROM books) l) c,
+FROM (SELECT DISTINCT corpus_text_config(language)::regconfig AS config
+      FROM (SELECT DISTINCT language FROM books) languages) c,
      unnest(to_tsvector(c.config, %(query)s)) AS t
 """
 _WORD_STATS = """
@@ -345,6 +347,9 @@ class CorpusDB:
                 f"SELECT {CHUNK_COLUMNS} FROM chunks WHERE book_id = %s ORDER BY ordinal", (book_id,)
             ).fetchall()
 
+    def has_chunks(self) -> bool:
+        return self.conn.execute("SELECT EXISTS (SELECT 1 FROM chunks)").fetchone()[0]
+
     def chunk_count(self, book_id: str) -> int:
         return self.conn.execute("SELECT count(*) FROM chunks WHERE book_id = %s", (book_id,)).fetchone()[0]
 
@@ -402,7 +407,7 @@ class CorpusDB:
             })
             deleted = self.conn.execute("DELETE FROM chunks WHERE book_id = %s", (book.id,)).rowcount
             # The text search configuration (stemming, stop words) of the book's language.
-            (text_config,) = self.conn.execute("SELECT corpus_text_config(%s)::oid", (book.language,)).fetchone()
+            (text_config,) = self.conn.execute("SELECT corpus_text_config(%s)", (book.language,)).fetchone()
             with self.conn.cursor().copy(_COPY_CHUNKS) as copy:
                 copy.set_types(_CHUNK_TYPES)
                 for chunk, vector in zip(chunks, vectors, strict=True):

@@ -15,6 +15,7 @@ grew 6 -> 23 between 15k and 255k points with the defaults' 2 segments).
 """
 
 import json
+import logging
 import os
 import threading
 import uuid
@@ -63,6 +64,8 @@ from resources.qdrant.collection import (
     payload,
     point_id,
 )
+
+log = logging.getLogger(__name__)
 
 # Below this many points a segment is searched exactly (Qdrant's default is 10,000 KB of vectors).
 FULL_SCAN_THRESHOLD = 10_000
@@ -254,7 +257,7 @@ def _someone_waiting(room: Path) -> bool:
             return True
         except ProcessLookupError:
             marker.unlink(missing_ok=True)
-        except (PermissionError, ValueError):
+        except (PermissionError, ValueError, OverflowError):
             return True
     return False
 
@@ -284,21 +287,33 @@ class SharedReads:
     def open(self) -> Iterator[EdgeCollection]:
         with self._lock:
             if self._collection is None:
+                if _someone_waiting(_waiting_room(self._folder)):
+                    raise self._busy()  # a writer waits for the folder: let it have it first
                 collection = EdgeCollection(self._folder, self._ef_construct, self._ef_search, self.READ_PATIENCE)
                 try:
-                    self._collection = collection.__enter__()
+                    collection.__enter__()
                 except Exception as error:
                     if not _held_elsewhere(error):
                         raise
-                    raise StoreUnavailable(f"Qdrant Edge ({self._folder}) is being written (an ingest holds it): "
-                                           "try again shortly, or search the pgvector store") from error
+                    raise self._busy() from error
+                if collection._shard is None:  # no shard yet: nothing to hold; look again next time
+                    yield collection
+                    return
+                self._collection = collection
             yield self._collection
+
+    def _busy(self) -> StoreUnavailable:
+        return StoreUnavailable(f"Qdrant Edge ({self._folder}) is being written (an ingest holds it): "
+                                "try again shortly, or search the pgvector store")
 
     def _watch(self) -> None:
         room = _waiting_room(self._folder)
         while not self._stop.wait(self.WATCH_SECONDS):
-            if self._collection is not None and _someone_waiting(room):
-                self._release()
+            try:
+                if self._collection is not None and _someone_waiting(room):
+                    self._release()
+            except Exception:  # the watcher must outlive any one failure, or writers wait in vain
+                log.exception("qdrant-edge-reads: could not hand the shard over; trying again")
 
     def _release(self) -> None:
         with self._lock:

@@ -1,0 +1,46 @@
+"""The pure parts of search: rank fusion, BM25 weights, the query-embedding cache, tsquery quoting."""
+
+import numpy as np
+
+from resources.postgres.store import WordStats, _tsquery
+from retrieval.engine import EmbeddingCache
+from retrieval.fusion import reciprocal_rank_fusion
+from retrieval.keyword import MAX_MATCH_SHARE, idf, weigh
+
+
+def test_fusion_rewards_what_both_lists_rank_high():
+    fused = reciprocal_rank_fusion([["a", "b", "c"], ["c", "a", "d"]])
+    assert [item for item, _ in fused] == ["a", "c", "b", "d"]
+    assert fused[0][1] == 1 / 61 + 1 / 62
+
+
+def test_rare_words_weigh_more_and_common_ones_do_not_select_matches():
+    stats = WordStats(chunks=1000, avg_tokens=250, shares={"said": 0.4, "whale": 0.01}, rarest_listed=0.01)
+    weights, matching = weigh(stats, ["said", "whale", "ishmael"])
+    assert weights["ishmael"] > weights["whale"] > weights["said"] > 0  # unlisted: rarer than the rarest listed
+    assert matching == ["whale", "ishmael"] and stats.shares["said"] > MAX_MATCH_SHARE
+    # Only common words: the rarest two still select, so a query is never left without matches.
+    common = WordStats(chunks=1000, avg_tokens=250, shares={"said": 0.4, "man": 0.2, "one": 0.5}, rarest_listed=0.2)
+    assert weigh(common, ["said", "man", "one"])[1] == ["man", "said"]
+    assert idf(WordStats(1.0, 1.0, {}, 0.0), "x") > 0  # no statistics yet (before ANALYZE): every word alike
+
+
+def test_words_are_quoted_as_tsquery_literals():
+    assert _tsquery("o'brien") == "'o''brien'" and _tsquery("a\\b") == "'a\\\\b'"
+
+
+def test_the_embedding_cache_counts_and_evicts_the_least_recently_used():
+    calls = []
+
+    def embed(query: str) -> np.ndarray:
+        calls.append(query)
+        return np.array([len(query)], dtype=np.float32)
+
+    cache = EmbeddingCache(capacity=2)
+    assert not cache.get("a", embed)[1] and not cache.get("bb", embed)[1]
+    assert cache.get("a", embed)[1]  # a hit; "bb" is now the least recently used
+    cache.get("ccc", embed)
+    assert not cache.get("bb", embed)[1] and calls == ["a", "bb", "ccc", "bb"]
+    assert cache.stats() == {"hits": 1, "misses": 4, "hit_rate": 0.2, "size": 2, "capacity": 2}
+    none = EmbeddingCache(capacity=0)
+    assert not none.get("a", embed)[1] and not none.get("a", embed)[1] and none.stats()["size"] == 0
