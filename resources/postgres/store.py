@@ -54,7 +54,7 @@ WHERE c.book_id = %(book_id)s AND 1 - n.distance >= %(min_score)s
 _QUERY_WORDS = """
 SELECT DISTINCT t.lexeme
 FROM (SELECT DISTINCT corpus_text_config(language)::regconfig AS config
-      FROM (SELECT DISTINCT language FROM books) languages) c,
+      FROM unnest(%(languages)s::text[]) AS languages(language)) c,
      unnest(to_tsvector(c.config, %(query)s)) AS t
 """
 _WORD_STATS = """
@@ -459,10 +459,10 @@ class CorpusDB:
             with self.conn.cursor(row_factory=class_row(SearchHit)) as cursor:
                 return cursor.execute(_SEARCH, {"query": vector, "book_id": book_id, "limit": limit}).fetchall()
 
-    def query_words(self, query: str) -> list[str]:
+    def query_words(self, query: str, languages: Sequence[str | None]) -> list[str]:
         """The query's words as keyword search indexes them: stemmed, stop words out, under the
-        configuration of every language the library holds."""
-        return [word for (word,) in self.conn.execute(_QUERY_WORDS, {"query": query})]
+        configuration of each of `languages` (the library's, from `languages()`)."""
+        return [word for (word,) in self.conn.execute(_QUERY_WORDS, {"query": query, "languages": list(languages)})]
 
     def word_stats(self) -> WordStats:
         """What BM25 needs: chunks, their mean token count, and the share of chunks holding each of
