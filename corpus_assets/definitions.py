@@ -5,7 +5,10 @@ embedded default in the state folder (as Dagster's examples choose local vs prod
 The `corpus` CLI builds its resources from these same definitions.
 """
 
-from dagster import Definitions, EnvVar, in_process_executor
+import logging
+import warnings
+
+from dagster import BetaWarning, Definitions, EnvVar, in_process_executor
 
 from corpus_assets.assets.chunks import book_chunks
 from corpus_assets.assets.embeddings import chunk_embeddings
@@ -28,6 +31,15 @@ from resources.postgres import EmbeddedPostgresResource, PostgresResource
 from resources.qdrant import QdrantEdgeResource, QdrantResource, QdrantServerResource
 from schedules.upkeep import check_all_books, maintain_postgres, nightly_checks, weekly_postgres_maintenance
 from sensors.library_sensor import library_sensor
+
+# In every process that loads the code location (the CLI, code servers, run workers, the daemon):
+# Dagster 1.13 itself re-creates sensors with `owners` when it resolves their jobs, and warns that
+# the parameter is beta; the project sets no owners.
+warnings.filterwarnings("ignore", message="Parameter `owners` of initializer `SensorDefinition", category=BetaWarning)
+# Per-book checks record evaluations on partitions, not check results, so Dagster's executor warns
+# that each blocking check "emitted no result" and downstream steps "proceed without gating": not
+# so, a failed blocking evaluation fails its step and nothing downstream runs (tests/test_indexes.py).
+logging.getLogger("dagster._core.execution.plan.active").setLevel(logging.ERROR)
 
 
 def store_resources(config: settings.Settings) -> dict[str, PostgresResource | QdrantResource | GraphResource]:

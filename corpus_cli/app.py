@@ -1,7 +1,7 @@
 """The `corpus` command: register and ingest books through Dagster, inspect and search the result.
 
-Runs started here are recorded in the same Dagster instance (`dagster.yaml`, Postgres storage) that
-`corpus dev` opens in the UI.
+Runs started here are runs of the code location, launched through the same Dagster instance
+(`dagster.yaml`, Postgres storage) that `corpus dev` opens in the UI (see `corpus_cli/runs.py`).
 """
 
 import os
@@ -29,8 +29,7 @@ DEMO_QUERY = "a girl falls down a rabbit hole into a strange world"
 def migrate() -> None:
     """Bring the corpus database's schema to the revision this code needs (Alembic upgrade head), and
     rebuild from Postgres a Qdrant collection made before keyword search."""
-    from corpus_cli.instance import code_location_resources, instance
-    from corpus_cli.runs import repair_in_run
+    from corpus_cli.instance import code_location_resources
     from resources.postgres import head_revision
     from resources.postgres import migrate as upgrade
 
@@ -44,11 +43,7 @@ def migrate() -> None:
     if outdated or empty:
         why = "predated keyword search" if outdated else "holds no points while Postgres holds books"
         console.print(f"the Qdrant collection {why}: rebuilding it from Postgres (`corpus repair`)")
-        result = repair_in_run(instance(), [])
-        if not result.success:
-            console.print(f"[red]repair run {result.run_id} failed:[/red] {result.error}", soft_wrap=True)
-            raise typer.Exit(1)
-        console.print(f"repair run {result.run_id}: {result.summary}", soft_wrap=True)
+        repair([])
 
 
 @app.command()
@@ -82,7 +77,7 @@ def ingest(
     from corpus_assets.library_plan import books_in_flight, plan_library, record_failed_run, scan_library
     from corpus_assets.partitions import BOOKS_PER_RUN, books_partitions
     from corpus_cli.instance import code_location_resources, instance
-    from corpus_cli.runs import ingest_in_runs
+    from corpus_cli.runs import code_location_runs, ingest_in_runs
     from resources.library import BookLibrary
 
     migrate()
@@ -93,7 +88,8 @@ def ingest(
     files = library.books()
     partitions = dagster.get_dynamic_partitions(books_partitions.name)
     started = time.perf_counter()
-    with code_location_resources("postgres") as stores, stores.postgres.db() as db:
+    with (code_location_resources("postgres") as stores, stores.postgres.db() as db,
+          code_location_runs(dagster, verbose) as runs):
         scan = scan_library(files, db)
         plan = plan_library(scan, db.book_ids(), db.complete_book_hashes(), partitions, db.book_failures(),
                             books_in_flight(dagster, partitions))
@@ -104,7 +100,7 @@ def ingest(
                               soft_wrap=True)
                 raise typer.Exit(2)
         elif plan.vanished:
-            _remove(plan.vanished, "its file is gone")
+            _remove(runs, plan.vanished, "its file is gone")
         if plan.new_partitions:
             dagster.add_dynamic_partitions(books_partitions.name, plan.new_partitions)
         console.print(f"{len(files)} book files in {library.root()}; {len(plan.new_partitions)} newly registered",
@@ -113,13 +109,15 @@ def ingest(
         for observation in file_observations({book: scan.current[book] for book in to_run if book in scan.current}):
             dagster.report_runless_asset_event(observation)  # the books' file versions, as the sensor records them
         db.forget_book_failures([*plan.cleared, *to_run])  # a new failure is recorded if its run fails
+        if to_run:
+            runs.start()
         with Progress(
             TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TextColumn("books"),
             TimeElapsedColumn(), console=console, transient=True,
         ) as progress:
             task = progress.add_task("ingest", total=None)
             outcome = ingest_in_runs(
-                dagster, to_run, books_per_run or BOOKS_PER_RUN,
+                runs, to_run, books_per_run or BOOKS_PER_RUN,
                 record_failures=lambda run: record_failed_run(db, dagster, run, [*partitions, *plan.new_partitions], scan.current),
                 verbose=verbose,
                 on_start=lambda total: progress.update(task, total=total),
@@ -164,11 +162,10 @@ def _print_step_errors(dagster, run_ids: list[str]) -> None:
             console.print(error.to_string() if error else record.message, highlight=False, soft_wrap=True)
 
 
-def _remove(book_ids: list[str], why: str) -> None:
-    from corpus_cli.instance import instance
+def _remove(runs, book_ids: list[str], why: str) -> None:
     from corpus_cli.runs import remove_in_run
 
-    result = remove_in_run(instance(), book_ids)
+    result = remove_in_run(runs, book_ids)
     if not result.success:
         console.print(f"[red]removal run {result.run_id} failed for {', '.join(book_ids)}:[/red] {result.error}",
                       soft_wrap=True)
@@ -181,15 +178,18 @@ def remove(books: Annotated[list[str], typer.Argument(help="Book ids to remove."
     """Remove books from Postgres, Qdrant, the graph and the artifacts, then their partitions."""
     from corpus_assets.partitions import books_partitions
     from corpus_cli.instance import code_location_resources, instance
+    from corpus_cli.runs import code_location_runs
     from resources.library import BookLibrary
 
+    dagster = instance()
     with code_location_resources("postgres") as stores, stores.postgres.db() as db:
-        known = set(db.book_ids()) | set(instance().get_dynamic_partitions(books_partitions.name))
+        known = set(db.book_ids()) | set(dagster.get_dynamic_partitions(books_partitions.name))
     unknown = [book_id for book_id in books if book_id not in known]
     if unknown:
         console.print(f"[red]corpus: no such book: {', '.join(unknown)}[/red] (`corpus status` lists them)", soft_wrap=True)
         raise typer.Exit(2)
-    _remove(list(books), "as asked")
+    with code_location_runs(dagster) as runs:
+        _remove(runs, list(books), "as asked")
     files = BookLibrary().books()
     for book_id in books:
         if book_id in files:
@@ -325,9 +325,10 @@ def repair(
 ) -> None:
     """Rewrite books in Qdrant and the graph from Postgres (the source of truth); delete books only they hold."""
     from corpus_cli.instance import instance
-    from corpus_cli.runs import repair_in_run
+    from corpus_cli.runs import code_location_runs, repair_in_run
 
-    result = repair_in_run(instance(), books or [])
+    with code_location_runs(instance()) as runs:
+        result = repair_in_run(runs, books or [])
     if not result.success:
         console.print(f"[red]repair run {result.run_id} failed:[/red] {result.error}", soft_wrap=True)
         raise typer.Exit(1)
@@ -411,23 +412,10 @@ def dev(port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 300
 
 def main() -> None:
     """The `corpus` script: a store that cannot be used is one line naming it and what to do, not a traceback."""
-    import logging
-    import warnings
-
-    from dagster import BetaWarning
-
     from resources.errors import SchemaOutOfDate, StoreUnavailable
 
-    # Dagster 1.13 itself re-creates sensors with `owners` when it resolves their jobs, and warns that
-    # the parameter is beta; the project sets no owners, so the CLI's users are spared the line.
-    # The model's weight-loading progress bar is noise beside the ingest's own.
+    # The model's weight-loading progress bar is noise beside the ingest's own (also in the runs' processes).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    warnings.filterwarnings("ignore", message="Parameter `owners` of initializer `SensorDefinition", category=BetaWarning)
-    # Per-book checks record evaluations on partitions, not check results, so Dagster's executor
-    # warns that each blocking check "emitted no result" and downstream steps "proceed without
-    # gating": not so, a failed blocking evaluation fails its step and nothing downstream runs
-    # (tests/test_indexes.py). The line is kept out of the terminal; the run's event log is unchanged.
-    logging.getLogger("dagster._core.execution.plan.active").setLevel(logging.ERROR)
     try:
         app()
     except (StoreUnavailable, SchemaOutOfDate) as error:

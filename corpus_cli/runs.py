@@ -1,20 +1,136 @@
-"""Launching ingest and repair runs of the code location's jobs, several books per ingest run."""
+"""Launching ingest, removal and repair runs of the `corpus` code location's jobs, as the UI does."""
 
-from collections.abc import Callable
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
-from dagster import DagsterEventType, DagsterInstance, DagsterRun
+import dagster
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus
+# Dagster has no public Python API to launch a run of a code location's job: `dagster job launch` is
+# its CLI form (a code server per call, and a queued run waits for a daemon that a lone `corpus
+# ingest` does not have). These are the calls that command and the UI make.
+from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
+from dagster._core.workspace.load_target import WorkspaceFileTarget
 
 from corpus_assets.batches import books_tag, ensure_pools, partition_ranges, range_tags
-from corpus_assets.definitions import defs
 from corpus_assets.library_plan import failure_reason
 from corpus_assets.partitions import books_partitions
+from resources import settings
 from resources.postgres.store import BookFailure
 
+LOCATION = "corpus"  # workspace.yaml's code location
 # The terminal shows a progress bar and a summary; Dagster's own console log (INFO and up, with a
 # failed step's traceback) only with `--verbose`. Every event stays in the run's event log.
 _QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 _INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+_FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+# A daemon that beat within this long dequeues runs (it beats every 30 s).
+_DAEMON_ALIVE_SECONDS = 60
+
+
+class CodeLocationRuns:
+    """Runs of the code location's jobs: made from the code server's view of the job (so the UI puts them
+    in the Overview timeline and re-executes them as its own), queued when a daemon serves the run queue
+    (`corpus dev`: its limits and pools apply), else launched at once; each runs in its own process.
+    The code server starts with the first run (a few seconds), so a command with nothing to run pays nothing."""
+
+    def __init__(self, instance: DagsterInstance, stack: ExitStack, output: Path | None):
+        self.instance = instance
+        self._stack = stack
+        self._output = output
+
+    def start(self) -> None:
+        """Start the code server now (before a progress display takes the terminal), not at the first run."""
+        self._workspace  # noqa: B018
+
+    @cached_property
+    def _workspace(self) -> WorkspaceRequestContext:
+        target = WorkspaceFileTarget(paths=[str(settings.PROJECT_ROOT / "workspace.yaml")])
+        with _children_write_to(self._output):
+            process = self._stack.enter_context(WorkspaceProcessContext(
+                instance=self.instance, version=dagster.__version__, read_only=False,
+                workspace_load_target=target, code_server_log_level="WARNING",
+            ))
+        return process.create_request_context()
+
+    def run(self, job_name: str, tags: dict[str, str], run_config: dict) -> DagsterRun:
+        """Start a run of the job and wait for it to end; the run as it ended."""
+        location = self._workspace.get_code_location(LOCATION)
+        repository = next(iter(location.get_repositories().values()))
+        job = repository.get_full_job(job_name)
+        plan = location.get_execution_plan(job, run_config, step_keys_to_execute=None, known_state=None,
+                                           instance=self.instance)
+        run = self.instance.create_run(
+            job_name=job_name, run_id=None, run_config=run_config, resolved_op_selection=None,
+            step_keys_to_execute=None, op_selection=None, status=None, root_run_id=None, parent_run_id=None,
+            tags={**job.tags, **tags}, job_snapshot=job.job_snapshot,
+            execution_plan_snapshot=plan.execution_plan_snapshot, parent_job_snapshot=job.parent_job_snapshot,
+            remote_job_origin=job.get_remote_origin(), job_code_origin=job.get_python_origin(),
+            asset_selection=None, asset_check_selection=None, asset_graph=repository.asset_graph,
+        )
+        try:
+            if self._queue_served():
+                self.instance.submit_run(run.run_id, self._workspace)
+            else:
+                self.instance.launch_run(run.run_id, self._workspace)
+            while run.status not in _FINISHED:
+                time.sleep(0.5)
+                run = self.instance.get_run_by_id(run.run_id)
+                if run.status == DagsterRunStatus.QUEUED and not self._queue_served():  # `corpus dev` was closed
+                    self.instance.launch_run(run.run_id, self._workspace)
+        except KeyboardInterrupt:  # Ctrl-C: the run is cancelled (dequeued, or its process stopped), not left behind
+            self.instance.run_coordinator.cancel_run(run.run_id)
+            raise
+        except Exception as error:  # not launched: the run must not stay "not started" forever
+            self.instance.report_run_failed(run, message=f"could not be launched: {error}")
+            raise
+        return run
+
+    def _queue_served(self) -> bool:
+        beat = self.instance.get_daemon_heartbeats().get("QUEUED_RUN_COORDINATOR")
+        return beat is not None and time.time() - beat.timestamp < _DAEMON_ALIVE_SECONDS
+
+
+@contextmanager
+def code_location_runs(instance: DagsterInstance, verbose: bool = False) -> Iterator[CodeLocationRuns]:
+    """Launch runs of the code location within this block; its code server stops at the end.
+
+    The code server and the runs' processes write to `runs.log` in DAGSTER_HOME, not to the terminal
+    (with `verbose`, to the terminal): Dagster's console log, library warnings, and on Ctrl-C the
+    interrupted helper processes' tracebacks. Every run's events are in its event log either way.
+    """
+    with ExitStack() as stack:
+        yield CodeLocationRuns(instance, stack, None if verbose else Path(os.environ["DAGSTER_HOME"]) / "runs.log")
+
+
+@contextmanager
+def _children_write_to(path: Path | None) -> Iterator[None]:
+    """Processes started in this block inherit `path` as their stdout and stderr; this one keeps its own.
+
+    Dagster starts the code server without a choice of its output (the runs' processes inherit it),
+    so the descriptors are swapped around its start.
+    """
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    try:
+        with path.open("ab") as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
 
 
 @dataclass(frozen=True)
@@ -35,7 +151,7 @@ class IngestOutcome:
 
 
 def ingest_in_runs(
-    instance: DagsterInstance,
+    runs: CodeLocationRuns,
     book_ids: list[str],
     per_run: int,
     record_failures: Callable[[DagsterRun], dict[str, BookFailure]],
@@ -49,42 +165,36 @@ def ingest_in_runs(
     failed for are recorded (`record_failures`) and its other books run again without them. They
     cost little the second time: their embeddings come from the cache and unchanged writes are skipped.
     """
-    job = defs.resolve_job_def("ingest_books")
-    ensure_pools(instance)
-    all_keys = instance.get_dynamic_partitions(books_partitions.name)
+    ensure_pools(runs.instance)
+    all_keys = runs.instance.get_dynamic_partitions(books_partitions.name)
     queue = partition_ranges(all_keys, book_ids, per_run)
     on_start(sum(len(books) for books in queue))
-    runs: list[BooksRun] = []
+    done: list[BooksRun] = []
     ingested: list[str] = []
     failed: dict[str, BookFailure] = {}
     while queue:
         books = queue.pop(0)
-        result = job.execute_in_process(
-            instance=instance, tags=range_tags(books), raise_on_error=False,
-            run_config=_INFO_LOGS if verbose else _QUIET_LOGS,
-        )
-        runs.append(BooksRun(result.run_id, books, result.success, _failure_reason(result)))
-        if result.success:
+        run = runs.run("ingest_books", range_tags(books), _INFO_LOGS if verbose else _QUIET_LOGS)
+        done.append(_books_run(runs.instance, run, books))
+        if done[-1].success:
             ingested += books
             on_books_done(len(books))
             continue
-        named = {book: f for book, f in record_failures(result.dagster_run).items() if book in books}
+        named = {book: f for book, f in record_failures(run).items() if book in books}
         if not named:  # the run failed as a whole, naming no book: each of its books failed with it
-            named = {book: BookFailure(book, None, "run", runs[-1].error or "unknown error", False, result.run_id)
+            named = {book: BookFailure(book, None, "run", done[-1].error or "unknown error", False, run.run_id)
                      for book in books}
         failed |= named
         on_books_done(len(named))
         queue[0:0] = partition_ranges(all_keys, [book for book in books if book not in named], per_run)
-    return IngestOutcome(runs, ingested, failed)
+    return IngestOutcome(done, ingested, failed)
 
 
-def remove_in_run(instance: DagsterInstance, book_ids: list[str]) -> BooksRun:
+def remove_in_run(runs: CodeLocationRuns, book_ids: list[str]) -> BooksRun:
     """Run `remove_books` for the books: every store, their artifacts, then their partitions."""
-    result = defs.resolve_job_def("remove_books").execute_in_process(
-        instance=instance, raise_on_error=False, tags=books_tag(book_ids),
-        run_config={**_QUIET_LOGS, "ops": {"remove_books_from_stores": {"config": {"book_ids": book_ids}}}},
-    )
-    return BooksRun(result.run_id, book_ids, result.success, _failure_reason(result))
+    run = runs.run("remove_books", books_tag(book_ids),
+                   {**_QUIET_LOGS, "ops": {"remove_books_from_stores": {"config": {"book_ids": book_ids}}}})
+    return _books_run(runs.instance, run, book_ids)
 
 
 @dataclass(frozen=True)
@@ -95,24 +205,28 @@ class RepairRun:
     summary: str
 
 
-def repair_in_run(instance: DagsterInstance, book_ids: list[str]) -> RepairRun:
+def repair_in_run(runs: CodeLocationRuns, book_ids: list[str]) -> RepairRun:
     """Run `repair_stores` for the books (empty: every drifted book and orphan) as a Dagster run."""
-    result = defs.resolve_job_def("repair_stores").execute_in_process(
-        instance=instance, raise_on_error=False, tags=books_tag(book_ids),
-        run_config={**_INFO_LOGS, "ops": {"resync_stores_from_postgres": {"config": {"book_ids": book_ids}}}},
-    )
+    run = runs.run("repair_stores", books_tag(book_ids),
+                   {**_INFO_LOGS, "ops": {"resync_stores_from_postgres": {"config": {"book_ids": book_ids}}}})
     metadata = {}
-    for event in result.all_events:
-        if event.event_type == DagsterEventType.STEP_OUTPUT:
-            metadata = {k: v.value for k, v in event.step_output_data.metadata.items()}
+    for record in runs.instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_OUTPUT):
+        metadata = {k: v.value for k, v in record.dagster_event.step_output_data.metadata.items()}
     summary = ", ".join(f"{metadata.get(k, 0)} {k}" for k in ("books checked", "books rewritten", "orphans removed"))
-    return RepairRun(result.run_id, result.success, _failure_reason(result), summary)
+    success = run.status == DagsterRunStatus.SUCCESS
+    return RepairRun(run.run_id, success, None if success else _failure_reason(runs.instance, run), summary)
 
 
-def _failure_reason(result) -> str | None:
+def _books_run(instance: DagsterInstance, run: DagsterRun, books: list[str]) -> BooksRun:
+    success = run.status == DagsterRunStatus.SUCCESS
+    return BooksRun(run.run_id, books, success, None if success else _failure_reason(instance, run))
+
+
+def _failure_reason(instance: DagsterInstance, run: DagsterRun) -> str:
     """Why the run failed: its first failed step's reason (see `failure_reason`), else the run's own error."""
-    failure = next((event for event in result.all_events if event.is_step_failure), None)
-    if failure is not None:
-        return failure_reason(failure)
-    run_failure = next((event for event in result.all_events if event.event_type == DagsterEventType.RUN_FAILURE), None)
-    return run_failure.message if run_failure else None
+    failures = instance.all_logs(run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE,
+                                                      DagsterEventType.RUN_CANCELED})
+    step = next((record for record in failures if record.dagster_event.is_step_failure), None)
+    if step is not None:
+        return failure_reason(step.dagster_event)
+    return failures[0].dagster_event.message if failures else f"the run ended {run.status.value}"

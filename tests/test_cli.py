@@ -51,10 +51,15 @@ def test_ingest_status_and_search(run_cli, database_url):
 
     with psycopg.connect(database_url) as conn:
         chunks = conn.execute("SELECT count(*) FROM chunks WHERE book_id = %s", (BOOK,)).fetchone()[0]
-        # Dagster's run storage lives in the same Postgres (dagster-postgres), not in local files.
-        runs = conn.execute("SELECT status FROM runs").fetchall()
+        # Dagster's run storage lives in the same Postgres (dagster-postgres), not in local files. The
+        # run was launched from the `corpus` code location (as the UI launches: in its timeline, and
+        # re-executed as its own), and names its book.
+        runs = conn.execute(
+            "SELECT status, run_body::json #>> '{external_pipeline_origin,external_repository_origin,"
+            "repository_location_origin,location_name}', run_body::json #>> '{tags,corpus/books}' FROM runs"
+        ).fetchall()
     assert chunks > 30
-    assert runs == [("SUCCESS",)]
+    assert runs == [("SUCCESS", "corpus", BOOK)]
 
     status = run_cli("status")
     assert status.returncode == 0, status.stderr

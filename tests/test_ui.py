@@ -1,9 +1,10 @@
 """The Dagster UI as a person sees it, in headless Chromium (`make ui-check`; marked `ui`, not in `make test`).
 
 A demo state is ingested with `corpus ingest`, `corpus dev` serves the UI on it, and Selenium reads
-the pages: every book's partition of every check passed; a book's metadata on its partition page;
-an edited file's book unsynced (and only that book) once the library sensor observes the edit, fresh
-again after the sensor's run; runs in the Overview timeline. Screenshots go to bench/results/ui/.
+the pages: the CLI's run in the Overview timeline; a backfill of every book launched by clicking,
+run to success; every book's partition of every check passed; a book's metadata on its partition
+page; an edited file's book unsynced (and only that book) once the library sensor observes the edit,
+fresh again after the sensor's run. Screenshots go to bench/results/ui/.
 Needs Debian's `chromium` and `chromium-driver` (apt) and the `ui` extra (selenium).
 """
 
@@ -80,6 +81,28 @@ def test_the_ui_tells_each_books_story(ui, browser):
     url, library = ui
     SHOTS.mkdir(parents=True, exist_ok=True)
 
+    # The CLI's run is a run of the code location: in the Overview timeline (only it has run so far).
+    open_page(browser, f"{url}/overview/activity/timeline")
+    assert wait_text(browser, "ingest_books"), page_text(browser)
+    browser.save_screenshot(str(SHOTS / "timeline.png"))
+
+    # A backfill of every book, launched by clicking, as a user re-runs a set of books.
+    open_page(browser, f"{url}/asset-groups")
+    click(browser, "//button[starts-with(normalize-space(), 'Materialize all')]")
+    click(browser, "//button[normalize-space()='All']")
+    assert wait_text(browser, f"{len(BOOKS)} partitions"), page_text(browser)
+    click(browser, "//button[normalize-space()='Launch backfill']")
+
+    def backfill_status() -> str:
+        """The status of the (only) backfill in the list: the line after who launched it."""
+        open_page(browser, f"{url}/overview/backfills", settle=2)
+        lines = page_text(browser).splitlines()
+        return lines[lines.index("Manually launched") + 1] if "Manually launched" in lines else ""
+
+    _wait_for(lambda: backfill_status() == "Success", 600, "the backfill to succeed")
+    assert f"{len(BOOKS)} partitions" in page_text(browser), page_text(browser)
+    browser.save_screenshot(str(SHOTS / "backfill.png"))
+
     # Every book's partition of every check passed: each check's Partitions tab counts them.
     checks = sorted((key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys)
     assert len(checks) == 8
@@ -115,11 +138,6 @@ def test_the_ui_tells_each_books_story(ui, browser):
     browser.save_screenshot(str(SHOTS / "edited_book_unsynced.png"))
     assert not unsynced("1524_hamlet")
     _wait_for(lambda: not unsynced(EDITED), 300, f"the sensor's run to bring {EDITED} up to date")
-
-    # Runs in the Overview timeline: the sensor's run is there.
-    open_page(browser, f"{url}/overview/activity/timeline")
-    assert wait_text(browser, "ingest_books"), page_text(browser)
-    browser.save_screenshot(str(SHOTS / "timeline.png"))
 
 
 def open_page(browser, address: str, settle: float = 4) -> None:
