@@ -4,7 +4,8 @@ A demo state is ingested with `corpus ingest`, `corpus dev` serves the UI on it,
 the pages: the CLI's run in the Overview timeline; a backfill of every book launched by clicking,
 run to success; every book's partition of every check passed; a book's metadata on its partition
 page; an edited file's book unsynced (and only that book) once the library sensor observes the edit,
-fresh again after the sensor's run. Screenshots go to bench/results/ui/.
+fresh again after the sensor's run; a deleted file's book removed by the sensor and listed by no
+asset. Screenshots go to bench/results/ui/.
 Needs Debian's `chromium` and `chromium-driver` (apt) and the `ui` extra (selenium).
 """
 
@@ -138,6 +139,23 @@ def test_the_ui_tells_each_books_story(ui, browser):
     browser.save_screenshot(str(SHOTS / "edited_book_unsynced.png"))
     assert not unsynced("1524_hamlet")
     _wait_for(lambda: not unsynced(EDITED), 300, f"the sensor's run to bring {EDITED} up to date")
+
+    # A deleted file: the sensor removes its book, and no asset lists it any more; its history ends
+    # with an observation saying it was removed.
+    book.unlink()
+
+    def listed(asset: str) -> bool:
+        open_page(browser, f"{url}/assets/{asset}?view=partitions", settle=2)
+        return EDITED in page_text(browser)
+
+    _wait_for(lambda: not listed("raw_books"), 300, f"the sensor to remove {EDITED}", pause=5)
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        if graph.get(key).partitions_def is not None:
+            assert not listed(key.to_user_string()), key
+    open_page(browser, f"{url}/assets/book_text?view=events")
+    assert wait_text(browser, "this book was removed from every store and its partition deleted"), page_text(browser)
+    browser.save_screenshot(str(SHOTS / "removed_book.png"))
 
 
 def open_page(browser, address: str, settle: float = 4) -> None:
