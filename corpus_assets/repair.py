@@ -21,25 +21,34 @@ from resources.qdrant import QdrantResource
 from resources.qdrant.collection import QdrantCollection
 
 
+QDRANT, GRAPH = "qdrant", "graph"
+
+
 def resync_book(book_id: str, postgres: PostgresResource, collection: QdrantCollection, session: BookGraph,
-                similar: SimilarChunksConfig) -> dict[str, int]:
-    """Rewrite the book's Qdrant points, graph and SIMILAR edges from its Postgres rows."""
+                similar: SimilarChunksConfig, stores: set[str]) -> dict[str, int]:
+    """Rewrite the book's Qdrant points, or its graph and SIMILAR edges, or both, from its Postgres rows."""
     with postgres.db() as db:
         book, stored = db.stored_book(book_id), db.stored_vectors(book_id)
     chunks = stored.chunks
     model = stored.models.pop() if len(stored.models) == 1 else "mixed"
     version = sync.book_version(book, chunks, model)
-    stale_points = 0
-    if chunks:
-        collection.upsert(chunks, stored.vectors, book.language)
-        stale_points = collection.delete_book_except(book_id, [c.id for c in chunks])
-    counts = session.replace_book(book_id, book.title, book.author, book.language, book.sections, chunks)
-    with postgres.db() as db:
-        db.record_sync(book_id, "qdrant", version)
-        db.record_sync(book_id, "graph", version)
-    edges, _ = relink_similar(session, postgres, book_id, similar.top_k, similar.min_score)
-    return {"points": len(chunks), "stale points deleted": stale_points, "graph chunks": counts["chunks"],
-            "stale graph chunks deleted": counts["stale chunks deleted"], "similar edges": edges}
+    counts = {}
+    if QDRANT in stores:
+        stale_points = 0
+        if chunks:
+            collection.upsert(chunks, stored.vectors, book.language)
+            stale_points = collection.delete_book_except(book_id, [c.id for c in chunks])
+        with postgres.db() as db:
+            db.record_sync(book_id, QDRANT, version)
+        counts |= {"points": len(chunks), "stale points deleted": stale_points}
+    if GRAPH in stores:
+        written = session.replace_book(book_id, book.title, book.author, book.language, book.sections, chunks)
+        with postgres.db() as db:
+            db.record_sync(book_id, GRAPH, version)
+        edges, _ = relink_similar(session, postgres, book_id, similar.top_k, similar.min_score)
+        counts |= {"graph chunks": written["chunks"], "stale graph chunks deleted": written["stale chunks deleted"],
+                   "similar edges": edges}
+    return counts
 
 
 class RepairConfig(Config):
@@ -67,19 +76,22 @@ def resync_stores_from_postgres(
             unknown = [b for b in config.book_ids if b not in in_postgres]
             if unknown:
                 raise ValueError(f"not in Postgres, nothing to repair from: {', '.join(unknown)}")
-            drifted, orphans = list(config.book_ids), []
-        else:
+            drifted, orphans = {book_id: {QDRANT, GRAPH} for book_id in config.book_ids}, []
+        else:  # each book is rewritten in the stores that differ from Postgres, only those
             in_qdrant_ids = collection.chunk_ids_per_book(sorted(in_postgres))
-            drifted = [
-                book_id for book_id, ids in sorted(in_postgres.items())
-                if not exists or in_qdrant_ids[book_id] != ids or session.chunk_ids(book_id) != ids
-            ]
+            drifted = {}
+            for book_id, ids in sorted(in_postgres.items()):
+                stores = {QDRANT} if not exists or in_qdrant_ids[book_id] != ids else set()
+                stores |= {GRAPH} if session.chunk_ids(book_id) != ids else set()
+                if stores:
+                    drifted[book_id] = stores
             orphans = sorted((collection.book_ids() | session.book_ids()) - set(in_postgres))
         rows = []
-        for book_id in drifted:
-            counts = resync_book(book_id, postgres, collection, session, similar)
-            context.log.info(f"book {book_id!r} rewritten from Postgres: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
-            rows.append(f"| {book_id} | rewritten | " + ", ".join(f"{n} {k}" for k, n in counts.items()) + " |")
+        for book_id, stores in drifted.items():
+            counts = ", ".join(f"{n} {k}" for k, n in resync_book(book_id, postgres, collection, session, similar, stores).items())
+            where = " and ".join(sorted(stores))
+            context.log.info(f"book {book_id!r} rewritten in {where} from Postgres: {counts}")
+            rows.append(f"| {book_id} | rewritten in {where} | {counts} |")
     for book_id in orphans:  # its own clients: remove_book opens the stores itself
         removed = remove_book(book_id, postgres, qdrant, graph, io_manager)
         context.log.info(f"book {book_id!r} is in no Postgres row: removed ({removed})")
@@ -87,6 +99,8 @@ def resync_stores_from_postgres(
     context.add_output_metadata({
         "books checked": len(config.book_ids or in_postgres),
         "books rewritten": len(drifted),
+        "books rewritten in Qdrant": sum(QDRANT in stores for stores in drifted.values()),
+        "books rewritten in the graph": sum(GRAPH in stores for stores in drifted.values()),
         "orphans removed": len(orphans),
         "books": MetadataValue.md("| book | action | counts |\n|---|---|---|\n" + "\n".join(rows)) if rows else "none",
     })

@@ -393,3 +393,11 @@ def test_repair_rewrites_drifted_books_from_postgres_alone_and_removes_orphans(s
     assert again.success
     for store in ("qdrant_points", "book_graph", "similar_chunks"):
         assert materialization_metadata(again, store)["unchanged (not rewritten)"] is True, store
+
+    # A book that drifted in Qdrant alone is rewritten there alone: its graph is not touched.
+    _delete_a_point(stores, WALLPAPER)
+    result = repair_stores.execute_in_process(instance=stores.instance, resources=stores.resources)
+    output = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT").step_output_data.metadata
+    assert result.success and stores.ids(WALLPAPER) == expected
+    assert (output["books rewritten in Qdrant"].value, output["books rewritten in the graph"].value) == (1, 0)
+    assert "rewritten in qdrant |" in output["books"].value and "graph chunks" not in output["books"].value
