@@ -16,6 +16,9 @@ from corpus_assets.partitions import EMBEDDING_POOL, QDRANT_POOL
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 PARTITION_TAG = "dagster/partition"
+# A run still STARTING this long after it was made has no worker coming (dagster.yaml's run
+# monitoring uses the same start timeout).
+START_TIMEOUT_SECONDS = 300
 # Which books a run covers, readable in the UI's run list (ingest, removal and repair runs).
 BOOKS_TAG = "corpus/books"
 
@@ -80,22 +83,32 @@ def ensure_pools(instance: DagsterInstance) -> None:
 
 
 def reap_dead_runs(instance: DagsterInstance) -> list[DagsterRun]:
-    """Fail the runs whose worker process on this machine died (SIGKILL, OOM, reboot).
+    """Fail the runs whose worker process on this machine died (SIGKILL, OOM, reboot), and the runs
+    that never started a worker (their launcher was killed in between) within `START_TIMEOUT_SECONDS`.
 
-    Such a run stays STARTED and keeps its concurrency-pool slots, so every later run would wait on
-    the `embedding` or `qdrant` pool forever. Dagster's run monitoring would be the tool, but the
-    DefaultRunLauncher of the embedded default does not support run-worker health checks
-    (`supports_check_run_worker_health` is False), so dead local workers are found by their pid.
+    Such a run stays STARTED (or STARTING) and keeps its concurrency-pool slots, so every later run
+    would wait on the `embedding` or `qdrant` pool forever, and its books would count as in flight.
+    Dagster's run monitoring is the tool when the daemon runs (dagster.yaml), but the DefaultRunLauncher
+    of the embedded default does not support run-worker health checks (`supports_check_run_worker_health`
+    is False), and a lone `corpus ingest` has no daemon: dead local workers are found by their pid.
     """
     if not isinstance(instance.run_launcher, DefaultRunLauncher):
         return []
     reaped = []
-    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
         starts = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_START)
-        pid = starts[-1].dagster_event.pid if starts and starts[-1].dagster_event else None
-        if pid is None or _alive(pid):
-            continue
-        instance.report_run_failed(run, message=f"the run's process (pid {pid}) is gone; marked failed so it can be re-run")
+        if starts:
+            pid = starts[-1].dagster_event.pid if starts[-1].dagster_event else None
+            if pid is None or _alive(pid):
+                continue
+            why = f"the run's process (pid {pid}) is gone"
+        else:
+            record = instance.get_run_record_by_id(run.run_id)
+            if run.status != DagsterRunStatus.STARTING or record is None or \
+                    time.time() - record.create_timestamp.timestamp() < START_TIMEOUT_SECONDS:
+                continue
+            why = f"the run's process never started (in {START_TIMEOUT_SECONDS} s)"
+        instance.report_run_failed(run, message=f"{why}; marked failed so it can be re-run")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         reaped.append(run)
     return reaped

@@ -89,7 +89,7 @@ def ingest(
     partitions = dagster.get_dynamic_partitions(books_partitions.name)
     started = time.perf_counter()
     with (code_location_resources("postgres") as stores, stores.postgres.db() as db,
-          code_location_runs(dagster, verbose) as runs):
+          code_location_runs(dagster) as runs):
         scan = scan_library(files, db)
         plan = plan_library(scan, db.book_ids(), db.complete_book_hashes(), partitions, db.book_failures(),
                             books_in_flight(dagster, partitions))
@@ -119,7 +119,7 @@ def ingest(
             outcome = ingest_in_runs(
                 runs, to_run, books_per_run or BOOKS_PER_RUN,
                 record_failures=lambda run: record_failed_run(db, dagster, run, [*partitions, *plan.new_partitions], scan.current),
-                verbose=verbose,
+                on_log=_print_log if verbose else None,
                 on_start=lambda total: progress.update(task, total=total),
                 on_books_done=lambda count: progress.advance(task, count),
             )
@@ -150,6 +150,11 @@ def _print_ingest_summary(outcome, plan, held_back: dict, explicit: bool, second
             table.add_row(book, stage, " ".join(problem.split())[:300], note)
         console.print(table)
         console.print("each failed run's full log: `corpus ingest --verbose`, or the run in the Dagster UI (`make dev`)")
+
+
+def _print_log(line: str) -> None:
+    """A run's log record, as it arrives (above the progress bar)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _print_step_errors(dagster, run_ids: list[str]) -> None:
@@ -328,7 +333,7 @@ def repair(
     from corpus_cli.runs import code_location_runs, repair_in_run
 
     with code_location_runs(instance()) as runs:
-        result = repair_in_run(runs, books or [])
+        result = repair_in_run(runs, books or [], on_log=_print_log)
     if not result.success:
         console.print(f"[red]repair run {result.run_id} failed:[/red] {result.error}", soft_wrap=True)
         raise typer.Exit(1)

@@ -1,5 +1,6 @@
 """Launching ingest, removal and repair runs of the `corpus` code location's jobs, as the UI does."""
 
+import logging
 import os
 import sys
 import time
@@ -24,25 +25,26 @@ from resources import settings
 from resources.postgres.store import BookFailure
 
 LOCATION = "corpus"  # workspace.yaml's code location
-# The terminal shows a progress bar and a summary; Dagster's own console log (INFO and up, with a
-# failed step's traceback) only with `--verbose`. Every event stays in the run's event log.
-_QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-_INFO_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# Each run's Dagster console log (INFO and up, with a failed step's traceback) goes to `runs.log`;
+# the terminal shows a progress bar and a summary, with `--verbose` the run's log records as well.
+_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 _FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-# A daemon that beat within this long dequeues runs (it beats every 30 s).
-_DAEMON_ALIVE_SECONDS = 60
+# The daemon beats every 30 s: one that beat within 75 s serves the run queue; one silent for 150 s
+# (`corpus dev` closed; it leaves its last beats behind) leaves a queued run to be launched here.
+_DAEMON_ALIVE_SECONDS, _DAEMON_GONE_SECONDS = 75, 150
+_CANCEL_WAIT_SECONDS = 20
 
 
 class CodeLocationRuns:
     """Runs of the code location's jobs: made from the code server's view of the job (so the UI puts them
     in the Overview timeline and re-executes them as its own), queued when a daemon serves the run queue
-    (`corpus dev`: its limits and pools apply), else launched at once; each runs in its own process.
-    The code server starts with the first run (a few seconds), so a command with nothing to run pays nothing."""
+    (`corpus dev`: its limits and pools apply; the run then executes in its code server, with its
+    environment), else launched at once; each runs in its own process. The code server starts with
+    the first run (a few seconds), so a command with nothing to run pays nothing."""
 
-    def __init__(self, instance: DagsterInstance, stack: ExitStack, output: Path | None):
+    def __init__(self, instance: DagsterInstance, stack: ExitStack):
         self.instance = instance
         self._stack = stack
-        self._output = output
 
     def start(self) -> None:
         """Start the code server now (before a progress display takes the terminal), not at the first run."""
@@ -51,21 +53,49 @@ class CodeLocationRuns:
     @cached_property
     def _workspace(self) -> WorkspaceRequestContext:
         target = WorkspaceFileTarget(paths=[str(settings.PROJECT_ROOT / "workspace.yaml")])
-        with _children_write_to(self._output):
+        with _children_write_to(Path(os.environ["DAGSTER_HOME"]) / "runs.log"):
             process = self._stack.enter_context(WorkspaceProcessContext(
                 instance=self.instance, version=dagster.__version__, read_only=False,
                 workspace_load_target=target, code_server_log_level="WARNING",
             ))
         return process.create_request_context()
 
-    def run(self, job_name: str, tags: dict[str, str], run_config: dict) -> DagsterRun:
-        """Start a run of the job and wait for it to end; the run as it ended."""
+    def run(self, job_name: str, tags: dict[str, str], run_config: dict,
+            on_log: Callable[[str], None] | None = None) -> DagsterRun:
+        """Start a run of the job and wait for it to end (`on_log` gets its log records as they come); the run as it ended."""
+        run = self._create(job_name, tags, {**_RUN_CONFIG, **run_config})
+        try:
+            if self._daemon_beat_within(_DAEMON_ALIVE_SECONDS):
+                self.instance.submit_run(run.run_id, self._workspace)
+            else:
+                self.instance.launch_run(run.run_id, self._workspace)
+        except Exception:  # noqa: BLE001 - Dagster has marked the run failed, with the error in its event log
+            return self.instance.get_run_by_id(run.run_id)
+        cursor = None
+        try:
+            while run.status not in _FINISHED:
+                time.sleep(0.5)
+                cursor = self._pass_on_logs(run.run_id, cursor, on_log)
+                run = self.instance.get_run_by_id(run.run_id)
+                if run.status == DagsterRunStatus.QUEUED and not self._daemon_beat_within(_DAEMON_GONE_SECONDS):
+                    self.instance.launch_run(run.run_id, self._workspace)
+        except KeyboardInterrupt:
+            self._cancel(run.run_id)
+            raise
+        self._pass_on_logs(run.run_id, cursor, on_log)
+        if run.status != DagsterRunStatus.SUCCESS:
+            # A run whose process died (OOM, SIGKILL) keeps its steps' pool slots, and every later run
+            # would wait on them; the daemon's run monitoring frees them (dagster.yaml), when a daemon runs.
+            self.instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        return run
+
+    def _create(self, job_name: str, tags: dict[str, str], run_config: dict) -> DagsterRun:
         location = self._workspace.get_code_location(LOCATION)
         repository = next(iter(location.get_repositories().values()))
         job = repository.get_full_job(job_name)
         plan = location.get_execution_plan(job, run_config, step_keys_to_execute=None, known_state=None,
                                            instance=self.instance)
-        run = self.instance.create_run(
+        return self.instance.create_run(
             job_name=job_name, run_id=None, run_config=run_config, resolved_op_selection=None,
             step_keys_to_execute=None, op_selection=None, status=None, root_run_id=None, parent_run_id=None,
             tags={**job.tags, **tags}, job_snapshot=job.job_snapshot,
@@ -73,51 +103,53 @@ class CodeLocationRuns:
             remote_job_origin=job.get_remote_origin(), job_code_origin=job.get_python_origin(),
             asset_selection=None, asset_check_selection=None, asset_graph=repository.asset_graph,
         )
-        try:
-            if self._queue_served():
-                self.instance.submit_run(run.run_id, self._workspace)
-            else:
-                self.instance.launch_run(run.run_id, self._workspace)
-            while run.status not in _FINISHED:
-                time.sleep(0.5)
-                run = self.instance.get_run_by_id(run.run_id)
-                if run.status == DagsterRunStatus.QUEUED and not self._queue_served():  # `corpus dev` was closed
-                    self.instance.launch_run(run.run_id, self._workspace)
-        except KeyboardInterrupt:  # Ctrl-C: the run is cancelled (dequeued, or its process stopped), not left behind
-            self.instance.run_coordinator.cancel_run(run.run_id)
-            raise
-        except Exception as error:  # not launched: the run must not stay "not started" forever
-            self.instance.report_run_failed(run, message=f"could not be launched: {error}")
-            raise
-        return run
 
-    def _queue_served(self) -> bool:
+    def _daemon_beat_within(self, seconds: float) -> bool:
         beat = self.instance.get_daemon_heartbeats().get("QUEUED_RUN_COORDINATOR")
-        return beat is not None and time.time() - beat.timestamp < _DAEMON_ALIVE_SECONDS
+        return beat is not None and time.time() - beat.timestamp < seconds
+
+    def _pass_on_logs(self, run_id: str, cursor: str | None, on_log: Callable[[str], None] | None) -> str | None:
+        """Give `on_log` the run's INFO-and-up log records after `cursor`; the new cursor."""
+        if on_log is None:
+            return cursor
+        page = self.instance.get_records_for_run(run_id, cursor=cursor)
+        for record in page.records:
+            entry = record.event_log_entry
+            message = entry.dagster_event.message if entry.dagster_event else entry.user_message
+            if entry.level >= logging.INFO and message:
+                on_log(f"{entry.step_key}: {message}" if entry.step_key else message)
+        return page.cursor if page.records else cursor
+
+    def _cancel(self, run_id: str) -> None:
+        """Ctrl-C: dequeue the run or stop its process, and wait a little for it to end."""
+        try:
+            self.instance.run_coordinator.cancel_run(run_id)
+            deadline = time.monotonic() + _CANCEL_WAIT_SECONDS
+            while self.instance.get_run_by_id(run_id).status not in _FINISHED and time.monotonic() < deadline:
+                time.sleep(0.5)
+        except Exception:  # noqa: BLE001 - the interrupt goes on; `reap_dead_runs` ends a run left behind
+            pass
 
 
 @contextmanager
-def code_location_runs(instance: DagsterInstance, verbose: bool = False) -> Iterator[CodeLocationRuns]:
+def code_location_runs(instance: DagsterInstance) -> Iterator[CodeLocationRuns]:
     """Launch runs of the code location within this block; its code server stops at the end.
 
-    The code server and the runs' processes write to `runs.log` in DAGSTER_HOME, not to the terminal
-    (with `verbose`, to the terminal): Dagster's console log, library warnings, and on Ctrl-C the
-    interrupted helper processes' tracebacks. Every run's events are in its event log either way.
+    The code server and the runs' processes write to `runs.log` in DAGSTER_HOME, not to the terminal:
+    Dagster's console log, library warnings, and on Ctrl-C the interrupted helper processes'
+    tracebacks. Every run's events are in its event log either way.
     """
     with ExitStack() as stack:
-        yield CodeLocationRuns(instance, stack, None if verbose else Path(os.environ["DAGSTER_HOME"]) / "runs.log")
+        yield CodeLocationRuns(instance, stack)
 
 
 @contextmanager
-def _children_write_to(path: Path | None) -> Iterator[None]:
+def _children_write_to(path: Path) -> Iterator[None]:
     """Processes started in this block inherit `path` as their stdout and stderr; this one keeps its own.
 
     Dagster starts the code server without a choice of its output (the runs' processes inherit it),
     so the descriptors are swapped around its start.
     """
-    if path is None:
-        yield
-        return
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
@@ -155,7 +187,7 @@ def ingest_in_runs(
     book_ids: list[str],
     per_run: int,
     record_failures: Callable[[DagsterRun], dict[str, BookFailure]],
-    verbose: bool = False,
+    on_log: Callable[[str], None] | None = None,
     on_start: Callable[[int], None] = lambda total: None,
     on_books_done: Callable[[int], None] = lambda count: None,
 ) -> IngestOutcome:
@@ -164,6 +196,7 @@ def ingest_in_runs(
     Dagster fails a multi-partition run as a whole (dagster#17836): when a run fails, the books it
     failed for are recorded (`record_failures`) and its other books run again without them. They
     cost little the second time: their embeddings come from the cache and unchanged writes are skipped.
+    A run cancelled (from the UI) fails its books without recording them: nothing is wrong with them.
     """
     ensure_pools(runs.instance)
     all_keys = runs.instance.get_dynamic_partitions(books_partitions.name)
@@ -174,13 +207,14 @@ def ingest_in_runs(
     failed: dict[str, BookFailure] = {}
     while queue:
         books = queue.pop(0)
-        run = runs.run("ingest_books", range_tags(books), _INFO_LOGS if verbose else _QUIET_LOGS)
+        run = runs.run("ingest_books", range_tags(books), {}, on_log)
         done.append(_books_run(runs.instance, run, books))
         if done[-1].success:
             ingested += books
             on_books_done(len(books))
             continue
-        named = {book: f for book, f in record_failures(run).items() if book in books}
+        named = {} if run.status == DagsterRunStatus.CANCELED else {
+            book: f for book, f in record_failures(run).items() if book in books}
         if not named:  # the run failed as a whole, naming no book: each of its books failed with it
             named = {book: BookFailure(book, None, "run", done[-1].error or "unknown error", False, run.run_id)
                      for book in books}
@@ -193,7 +227,7 @@ def ingest_in_runs(
 def remove_in_run(runs: CodeLocationRuns, book_ids: list[str]) -> BooksRun:
     """Run `remove_books` for the books: every store, their artifacts, then their partitions."""
     run = runs.run("remove_books", books_tag(book_ids),
-                   {**_QUIET_LOGS, "ops": {"remove_books_from_stores": {"config": {"book_ids": book_ids}}}})
+                   {"ops": {"remove_books_from_stores": {"config": {"book_ids": book_ids}}}})
     return _books_run(runs.instance, run, book_ids)
 
 
@@ -205,10 +239,10 @@ class RepairRun:
     summary: str
 
 
-def repair_in_run(runs: CodeLocationRuns, book_ids: list[str]) -> RepairRun:
-    """Run `repair_stores` for the books (empty: every drifted book and orphan) as a Dagster run."""
+def repair_in_run(runs: CodeLocationRuns, book_ids: list[str], on_log: Callable[[str], None]) -> RepairRun:
+    """Run `repair_stores` for the books (empty: every drifted book and orphan); `on_log` gets each book's line."""
     run = runs.run("repair_stores", books_tag(book_ids),
-                   {**_INFO_LOGS, "ops": {"resync_stores_from_postgres": {"config": {"book_ids": book_ids}}}})
+                   {"ops": {"resync_stores_from_postgres": {"config": {"book_ids": book_ids}}}}, on_log)
     metadata = {}
     for record in runs.instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_OUTPUT):
         metadata = {k: v.value for k, v in record.dagster_event.step_output_data.metadata.items()}
@@ -223,10 +257,17 @@ def _books_run(instance: DagsterInstance, run: DagsterRun, books: list[str]) -> 
 
 
 def _failure_reason(instance: DagsterInstance, run: DagsterRun) -> str:
-    """Why the run failed: its first failed step's reason (see `failure_reason`), else the run's own error."""
-    failures = instance.all_logs(run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE,
-                                                      DagsterEventType.RUN_CANCELED})
-    step = next((record for record in failures if record.dagster_event.is_step_failure), None)
+    """Why the run failed: its first failed step's reason (see `failure_reason`); else what ended it: the
+    engine's last word before the run's end (a launch error, a process killed by the system) and the end."""
+    if run.status == DagsterRunStatus.CANCELED:
+        return "the run was cancelled"
+    records = instance.all_logs(run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE,
+                                                     DagsterEventType.ENGINE_EVENT})
+    step = next((record for record in records if record.dagster_event.is_step_failure), None)
     if step is not None:
         return failure_reason(step.dagster_event)
-    return failures[0].dagster_event.message if failures else f"the run ended {run.status.value}"
+    end = next((i for i, record in enumerate(records) if record.dagster_event.event_type == DagsterEventType.RUN_FAILURE),
+               len(records))
+    engine = [record for record in records[:end] if record.dagster_event.event_type == DagsterEventType.ENGINE_EVENT]
+    words = [record.dagster_event.message for record in [*engine[-1:], *records[end:end + 1]] if record.dagster_event.message]
+    return " ".join(words) or f"the run ended {run.status.value}"

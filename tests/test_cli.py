@@ -272,3 +272,33 @@ def _running_step(database_url) -> str:
     with psycopg.connect(database_url) as conn:
         return conn.execute("SELECT step_key FROM event_logs WHERE dagster_event_type = 'STEP_START' "
                             "ORDER BY id DESC LIMIT 1").fetchone()[0]
+
+
+def test_a_run_whose_process_is_killed_fails_with_the_systems_reason_and_frees_its_pool_slots(run_cli, database_url):
+    """The run's own process killed (as by the kernel's OOM killer), the CLI and code server alive."""
+    ingest = subprocess.Popen([run_cli.corpus, "ingest"], env=run_cli.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 300
+        while not (worker := _embedding_run_pid(conn)):
+            assert ingest.poll() is None and time.monotonic() < deadline, "the run did not reach chunk_embeddings"
+            time.sleep(0.2)
+        os.kill(worker, signal.SIGKILL)
+        output = ingest.communicate(timeout=300)[0]
+        held = conn.execute("SELECT count(*) FROM concurrency_slots WHERE run_id IS NOT NULL").fetchone()[0]
+    assert ingest.returncode == 1 and "terminated by signal 9" in " ".join(output.split()), output
+    assert held == 0  # the `embedding` slot it held is free: the next run does not wait on it forever
+    again = run_cli("ingest")
+    assert again.returncode == 0 and "ingested 1 books" in again.stdout, again.stdout + again.stderr
+
+
+def _embedding_run_pid(conn) -> int | None:
+    """The process of the run that has started `chunk_embeddings`, from Dagster's event log (once it exists)."""
+    try:
+        row = conn.execute(
+            "SELECT (s.event::json #>> '{dagster_event,pid}')::int FROM event_logs s JOIN event_logs e "
+            "ON e.run_id = s.run_id AND e.dagster_event_type = 'STEP_START' AND e.step_key = 'chunk_embeddings' "
+            "WHERE s.dagster_event_type = 'PIPELINE_START'").fetchone()
+    except psycopg.errors.UndefinedTable:  # Dagster has not made its tables yet
+        return None
+    return row[0] if row else None
