@@ -64,13 +64,7 @@ class CodeLocationRuns:
             on_log: Callable[[str], None] | None = None) -> DagsterRun:
         """Start a run of the job and wait for it to end (`on_log` gets its log records as they come); the run as it ended."""
         run = self._create(job_name, tags, {**_RUN_CONFIG, **run_config})
-        try:
-            if self._daemon_beat_within(_DAEMON_ALIVE_SECONDS):
-                self.instance.submit_run(run.run_id, self._workspace)
-            else:
-                self.instance.launch_run(run.run_id, self._workspace)
-        except Exception:  # noqa: BLE001 - Dagster has marked the run failed, with the error in its event log
-            return self.instance.get_run_by_id(run.run_id)
+        self._launch(run.run_id, queued=self._daemon_beat_within(_DAEMON_ALIVE_SECONDS))
         cursor = None
         try:
             while run.status not in _FINISHED:
@@ -78,7 +72,7 @@ class CodeLocationRuns:
                 cursor = self._pass_on_logs(run.run_id, cursor, on_log)
                 run = self.instance.get_run_by_id(run.run_id)
                 if run.status == DagsterRunStatus.QUEUED and not self._daemon_beat_within(_DAEMON_GONE_SECONDS):
-                    self.instance.launch_run(run.run_id, self._workspace)
+                    self._launch(run.run_id, queued=False)
         except KeyboardInterrupt:
             self._cancel(run.run_id)
             raise
@@ -88,6 +82,17 @@ class CodeLocationRuns:
             # would wait on them; the daemon's run monitoring frees them (dagster.yaml), when a daemon runs.
             self.instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         return run
+
+    def _launch(self, run_id: str, queued: bool) -> None:
+        try:
+            if queued:
+                self.instance.submit_run(run_id, self._workspace)
+            else:
+                self.instance.launch_run(run_id, self._workspace)
+        except Exception as error:  # noqa: BLE001 - a failed run (a launch error is in its event log), not a traceback
+            run = self.instance.get_run_by_id(run_id)
+            if not run.is_finished:  # `launch_run` fails the run itself; a failed submit leaves it NOT_STARTED
+                self.instance.report_run_failed(run, message=f"could not be launched: {error}")
 
     def _create(self, job_name: str, tags: dict[str, str], run_config: dict) -> DagsterRun:
         location = self._workspace.get_code_location(LOCATION)
