@@ -59,7 +59,8 @@ def main() -> None:
 
     # A library ingested by an earlier run is unchanged and costs nothing: the figure is this run's.
     results = {"queries": len(queries), "books": len(files), "ingest_seconds": ingest_seconds,
-               **evaluate(queries), "service": load(queries, args.clients, args.port)}
+               **evaluate(queries), "service": load(queries, args.clients, args.port, threads=1),
+               "service_two_threads": load(queries, args.clients, args.port, threads=2)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     RESULTS.with_suffix(".md").write_text(markdown(results))
@@ -103,13 +104,16 @@ def evaluate(queries: list[dict]) -> dict:
             "misses": {name: [queries[i]["query"] for i, r in enumerate(ranks) if r is None] for name, ranks in per_query}}
 
 
-def load(queries: list[dict], clients: int, port: int) -> dict:
+def load(queries: list[dict], clients: int, port: int, threads: int) -> dict:
     """End-to-end latency of `corpus serve` (HTTP, encoding included) under `clients` concurrent
     clients: every query once per store and mode, top 10. The embedding cache is off
-    (CORPUS_QUERY_CACHE_SIZE=0), so every request encodes its query; p50 / p95 per store and mode."""
+    (CORPUS_QUERY_CACHE_SIZE=0), so every request encodes its query; p50 / p95 per store and mode.
+    `threads`: torch threads per encode in the service (CORPUS_SERVE_THREADS)."""
     import httpx
 
-    env = {**os.environ, "CORPUS_QUERY_CACHE_SIZE": "0"}
+    from corpus_cli.serve import CACHE_SIZE_ENV, THREADS_ENV
+
+    env = {**os.environ, CACHE_SIZE_ENV: "0", THREADS_ENV: str(threads)}
     server = subprocess.Popen([CORPUS, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -229,6 +233,12 @@ def markdown(r: dict) -> str:
         o = one["by_method"][name]
         lines.append(f"| {name} | {o['p50_ms']} / {o['p95_ms']} | {m['p50_ms']} / {m['p95_ms']} | "
                      f"{m['errors'] + o['errors']} |")
+    if "service_two_threads" in r:
+        two = r["service_two_threads"]
+        lines += ["", "Torch threads per query encode in the service, side by side in this run (all methods, p50 / p95 ms):",
+                  "", f"| threads | one client | {service['clients']} clients |", "|---|---|---|",
+                  f"| 1 (default) | {one['p50_ms']} / {one['p95_ms']} | {service['p50_ms']} / {service['p95_ms']} |",
+                  f"| 2 | {two['one_client']['p50_ms']} / {two['one_client']['p95_ms']} | {two['p50_ms']} / {two['p95_ms']} |"]
     return "\n".join(lines) + "\n"
 
 
