@@ -1,7 +1,7 @@
 """The Dagster UI as a person sees it, in headless Chromium (`make ui-check`; marked `ui`, not in `make test`).
 
 A demo state is ingested with `corpus ingest`, `corpus dev` serves the UI on it, and Selenium reads
-the pages: the CLI's run in the Overview timeline; a backfill of every book launched by clicking,
+the pages: the CLI's run in the Overview timeline, re-executed from its page; a backfill of every book launched by clicking,
 run to success; every book's partition of every check passed; a book's metadata on its partition
 page; an edited file's book unsynced (and only that book) once the library sensor observes the edit,
 fresh again after the sensor's run; a deleted file's book removed by the sensor and listed by no
@@ -10,6 +10,7 @@ Needs Debian's `chromium` and `chromium-driver` (apt) and the `ui` extra (seleni
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -86,6 +87,25 @@ def test_the_ui_tells_each_books_story(ui, browser):
     open_page(browser, f"{url}/overview/activity/timeline")
     assert wait_text(browser, "ingest_books"), page_text(browser)
     browser.save_screenshot(str(SHOTS / "timeline.png"))
+
+    # The CLI's run re-executes from its page as a run of the code location, to success.
+    open_page(browser, f"{url}/runs")
+    links = [link.get_attribute("href") for link in browser.find_elements(By.XPATH, "//a[contains(@href, '/runs/')]")]
+    cli_run = next(link for link in links if re.fullmatch(r".*/runs/[0-9a-f-]{36}", link))
+    open_page(browser, cli_run)
+    click(browser, "//button[starts-with(normalize-space(), 'Re-execute all')]")
+    _wait_for(lambda: browser.current_url.rstrip("/") != cli_run.rstrip("/"), 60, "the re-execution's page")
+    rerun = browser.current_url
+
+    def run_status() -> str:
+        """The status shown beside the run's short id in its page's header."""
+        open_page(browser, rerun, settle=2)
+        lines = page_text(browser).splitlines()
+        short = rerun.rstrip("/").split("/")[-1][:8]
+        return lines[lines.index(short) + 1] if short in lines else ""
+
+    _wait_for(lambda: run_status() == "Success", 600, "the re-execution to succeed")
+    browser.save_screenshot(str(SHOTS / "reexecuted_run.png"))
 
     # A backfill of every book, launched by clicking, as a user re-runs a set of books.
     open_page(browser, f"{url}/asset-groups")
