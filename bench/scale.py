@@ -181,7 +181,10 @@ def timed_ingest(label: str) -> dict:
 
 def sample_peaks(root: int, peaks: dict, done: threading.Event, every: float = 0.5) -> None:
     """The largest RSS seen of each process of the ingest: `corpus` and its children, and the
-    embedded servers of this state folder (Postgres and its backends, FalkorDB)."""
+    embedded servers of this state folder (Postgres and its backends, FalkorDB). Shared memory is
+    left out: Postgres's shared buffers (a quarter of RAM, up to 4 GiB) are mapped by every backend
+    and counted in the RSS of each one that touched them, though they are one allocation, sized by
+    configuration rather than by the corpus."""
     import psutil
 
     state = os.environ["CORPUS_STATE_DIR"]
@@ -196,8 +199,17 @@ def sample_peaks(root: int, peaks: dict, done: threading.Event, every: float = 0
                 continue
             if info["pid"] in ours or info["name"] == "postgres" or state in " ".join(info["cmdline"] or []):
                 key = (info["pid"], info["name"])
-                peaks[key] = max(peaks.get(key, 0), info["memory_info"].rss)
+                peaks[key] = max(peaks.get(key, 0), info["memory_info"].rss - _shared_memory(info["pid"]))
         done.wait(every)
+
+
+def _shared_memory(pid: int) -> int:
+    """The process's resident shared memory (RssShmem), in bytes; 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("RssShmem:")), 0)
 
 
 def dagster_instance():
