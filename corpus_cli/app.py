@@ -77,7 +77,7 @@ def ingest(
     from corpus_assets.library_plan import books_in_flight, plan_library, record_failed_run, scan_library
     from corpus_assets.partitions import BOOKS_PER_RUN, books_partitions
     from corpus_cli.instance import code_location_resources, instance
-    from corpus_cli.runs import code_location_runs, ingest_in_runs
+    from corpus_cli.runs import CodeLocationRuns, ingest_in_runs
     from resources.library import BookLibrary
 
     migrate()
@@ -89,7 +89,7 @@ def ingest(
     partitions = dagster.get_dynamic_partitions(books_partitions.name)
     started = time.perf_counter()
     with (code_location_resources("postgres") as stores, stores.postgres.db() as db,
-          code_location_runs(dagster) as runs):
+          CodeLocationRuns(dagster) as runs):
         scan = scan_library(files, db)
         plan = plan_library(scan, db.book_ids(), db.complete_book_hashes(), partitions, db.book_failures(),
                             books_in_flight(dagster, partitions))
@@ -183,7 +183,7 @@ def remove(books: Annotated[list[str], typer.Argument(help="Book ids to remove."
     """Remove books from Postgres, Qdrant, the graph and the artifacts, then their partitions."""
     from corpus_assets.partitions import books_partitions
     from corpus_cli.instance import code_location_resources, instance
-    from corpus_cli.runs import code_location_runs
+    from corpus_cli.runs import CodeLocationRuns
     from resources.library import BookLibrary
 
     dagster = instance()
@@ -193,7 +193,7 @@ def remove(books: Annotated[list[str], typer.Argument(help="Book ids to remove."
     if unknown:
         console.print(f"[red]corpus: no such book: {', '.join(unknown)}[/red] (`corpus status` lists them)", soft_wrap=True)
         raise typer.Exit(2)
-    with code_location_runs(dagster) as runs:
+    with CodeLocationRuns(dagster) as runs:
         _remove(runs, list(books), "as asked")
     files = BookLibrary().books()
     for book_id in books:
@@ -334,9 +334,9 @@ def repair(
 ) -> None:
     """Rewrite books in Qdrant and the graph from Postgres (the source of truth); delete books only they hold."""
     from corpus_cli.instance import instance
-    from corpus_cli.runs import code_location_runs, repair_in_run
+    from corpus_cli.runs import CodeLocationRuns, repair_in_run
 
-    with code_location_runs(instance()) as runs:
+    with CodeLocationRuns(instance()) as runs:
         result = repair_in_run(runs, books or [], on_log=_print_log)
     if not result.success:
         console.print(f"[red]repair run {result.run_id} failed:[/red] {result.error}", soft_wrap=True)

@@ -40,11 +40,23 @@ class CodeLocationRuns:
     in the Overview timeline and re-executes them as its own), queued when a daemon serves the run queue
     (`corpus dev`: its limits and pools apply; the run then executes in its code server, with its
     environment), else launched at once; each runs in its own process. The code server starts with
-    the first run (a few seconds), so a command with nothing to run pays nothing."""
+    the first run (a few seconds), so a command with nothing to run pays nothing, and stops at the end
+    of the `with` block.
 
-    def __init__(self, instance: DagsterInstance, stack: ExitStack):
+    The code server and the runs' processes write to `runs.log` in DAGSTER_HOME, not to the terminal:
+    Dagster's console log, library warnings, and on Ctrl-C the interrupted helper processes'
+    tracebacks. Every run's events are in its event log either way.
+    """
+
+    def __init__(self, instance: DagsterInstance):
         self.instance = instance
-        self._stack = stack
+        self._stack = ExitStack()
+
+    def __enter__(self) -> "CodeLocationRuns":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stack.close()
 
     def start(self) -> None:
         """Start the code server now (before a progress display takes the terminal), not at the first run."""
@@ -134,18 +146,6 @@ class CodeLocationRuns:
                 time.sleep(0.5)
         except Exception:  # noqa: BLE001 - the interrupt goes on; `reap_dead_runs` ends a run left behind
             pass
-
-
-@contextmanager
-def code_location_runs(instance: DagsterInstance) -> Iterator[CodeLocationRuns]:
-    """Launch runs of the code location within this block; its code server stops at the end.
-
-    The code server and the runs' processes write to `runs.log` in DAGSTER_HOME, not to the terminal:
-    Dagster's console log, library warnings, and on Ctrl-C the interrupted helper processes'
-    tracebacks. Every run's events are in its event log either way.
-    """
-    with ExitStack() as stack:
-        yield CodeLocationRuns(instance, stack)
 
 
 @contextmanager
@@ -252,8 +252,8 @@ def repair_in_run(runs: CodeLocationRuns, book_ids: list[str], on_log: Callable[
     for record in runs.instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_OUTPUT):
         metadata = {k: v.value for k, v in record.dagster_event.step_output_data.metadata.items()}
     summary = ", ".join(f"{metadata.get(k, 0)} {k}" for k in ("books checked", "books rewritten", "orphans removed"))
-    success = run.status == DagsterRunStatus.SUCCESS
-    return RepairRun(run.run_id, success, None if success else _failure_reason(runs.instance, run), summary)
+    ended = _books_run(runs.instance, run, book_ids)
+    return RepairRun(run.run_id, ended.success, ended.error, summary)
 
 
 def _books_run(instance: DagsterInstance, run: DagsterRun, books: list[str]) -> BooksRun:
@@ -271,8 +271,12 @@ def _failure_reason(instance: DagsterInstance, run: DagsterRun) -> str:
     step = next((record for record in records if record.dagster_event.is_step_failure), None)
     if step is not None:
         return failure_reason(step.dagster_event)
-    end = next((i for i, record in enumerate(records) if record.dagster_event.event_type == DagsterEventType.RUN_FAILURE),
-               len(records))
-    engine = [record for record in records[:end] if record.dagster_event.event_type == DagsterEventType.ENGINE_EVENT]
-    words = [record.dagster_event.message for record in [*engine[-1:], *records[end:end + 1]] if record.dagster_event.message]
-    return " ".join(words) or f"the run ended {run.status.value}"
+    engine_said, end_said = None, None
+    for record in records:
+        event = record.dagster_event
+        if event.event_type == DagsterEventType.RUN_FAILURE:
+            end_said = event.message
+            break
+        if event.event_type == DagsterEventType.ENGINE_EVENT:
+            engine_said = event.message or engine_said
+    return " ".join(word for word in (engine_said, end_said) if word) or f"the run ended {run.status.value}"
