@@ -307,7 +307,7 @@ def _search_here(params: dict) -> dict:
 
     with code_location_resources("postgres", "qdrant", "graph", "embedding_model") as stores:
         started = time.perf_counter()
-        stores.embedding_model.load()  # once per process: reported apart from the search's own time
+        stores.embedding_model.query_encoding()  # the model and its query encoder, once per process: reported apart
         load_ms = (time.perf_counter() - started) * 1000
         searcher = Searcher(stores.postgres, stores.qdrant, stores.graph, stores.embedding_model)
         result = searcher.search(params["q"], params["k"], params["book"], params["store"], params["mode"],

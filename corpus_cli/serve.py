@@ -70,5 +70,5 @@ def serve(host: str, port: int) -> None:
           stores.qdrant.shared_reads() as qdrant_reads):
         searcher = Searcher(stores.postgres, qdrant_reads, stores.graph, stores.embedding_model,
                             cache_size=int(settings.env(CACHE_SIZE_ENV) or 1024))
-        searcher.model.encode(["warm up"])  # the model loads now, not on the first query
+        searcher.model.encode_query("warm up")  # the model loads (and exports) now, not on the first query
         uvicorn.run(create_app(searcher, state_identity(), slow_ms), host=host, port=port, log_level="info")

@@ -25,6 +25,7 @@ NEO4J_URI_ENV, NEO4J_USER_ENV, NEO4J_PASSWORD_ENV = "NEO4J_URI", "NEO4J_USER", "
 MODEL_ENV = "CORPUS_EMBEDDING_MODEL"
 MAX_BOOK_MB_ENV = "CORPUS_MAX_BOOK_MB"
 PG_POOL_SIZE_ENV = "CORPUS_PG_POOL_SIZE"
+QUERY_ENCODING_ENV = "CORPUS_QUERY_ENCODING"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -50,6 +51,7 @@ class Settings:
     min_findable: float  # the chunks_are_findable check's threshold
     max_book_mb: float  # largest book file accepted
     index_matter: bool  # chunk and search front and back matter (contents, indexes...) too
+    query_encoding: str  # onnx (the model exported to ONNX Runtime, when it agrees) or torch
     pg_pool_size: int
     pg_pool_timeout: float
     falkordb_start_timeout: float
@@ -74,6 +76,7 @@ def current() -> Settings:
         ef_search=int(env("CORPUS_EF_SEARCH") or 200),
         min_findable=float(env("CORPUS_MIN_FINDABLE") or 0.9),
         max_book_mb=float(env(MAX_BOOK_MB_ENV) or 64),
+        query_encoding=(env(QUERY_ENCODING_ENV) or "onnx").lower(),
         pg_pool_size=int(env(PG_POOL_SIZE_ENV) or 4),
         pg_pool_timeout=float(env("CORPUS_PG_POOL_TIMEOUT") or 10),
         falkordb_start_timeout=float(env("CORPUS_FALKORDB_START_TIMEOUT") or 600),

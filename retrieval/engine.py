@@ -110,7 +110,7 @@ class Searcher:
         return query
 
     def _embed(self, query: str) -> np.ndarray:
-        vector = self.model.encode([query])[0]
+        vector = self.model.encode_query(query)
         vector.setflags(write=False)  # shared by every later hit of the cache
         return vector
 

@@ -31,6 +31,8 @@ RESULTS = PROJECT / "bench" / "results" / "retrieval"
 CORPUS = str(Path(sys.executable).with_name("corpus"))
 DEPTH = 10
 METHODS = [(store, mode) for store in ("pgvector", "qdrant") for mode in ("dense", "keyword", "hybrid")]
+# The service load-tested side by side: result key → (query encoding, threads per query). `service` is the default.
+SERVICE_VARIANTS = {"service": ("onnx", 1), "service_torch": ("torch", 1), "service_two_threads": ("onnx", 2)}
 
 
 def main() -> None:
@@ -59,8 +61,8 @@ def main() -> None:
 
     # A library ingested by an earlier run is unchanged and costs nothing: the figure is this run's.
     results = {"queries": len(queries), "books": len(files), "ingest_seconds": ingest_seconds,
-               **evaluate(queries), "service": load(queries, args.clients, args.port, threads=1),
-               "service_two_threads": load(queries, args.clients, args.port, threads=2)}
+               **evaluate(queries), **{name: load(queries, args.clients, args.port, encoding, threads)
+                                       for name, (encoding, threads) in SERVICE_VARIANTS.items()}}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     RESULTS.with_suffix(".md").write_text(markdown(results))
@@ -104,16 +106,18 @@ def evaluate(queries: list[dict]) -> dict:
             "misses": {name: [queries[i]["query"] for i, r in enumerate(ranks) if r is None] for name, ranks in per_query}}
 
 
-def load(queries: list[dict], clients: int, port: int, threads: int) -> dict:
+def load(queries: list[dict], clients: int, port: int, encoding: str, threads: int) -> dict:
     """End-to-end latency of `corpus serve` (HTTP, encoding included) under `clients` concurrent
     clients: every query once per store and mode, top 10. The embedding cache is off
     (CORPUS_QUERY_CACHE_SIZE=0), so every request encodes its query; p50 / p95 per store and mode.
-    `threads`: torch threads per encode in the service (CORPUS_SERVE_THREADS)."""
+    `encoding` and `threads`: how the service encodes queries (CORPUS_QUERY_ENCODING) and on how
+    many threads each (CORPUS_SERVE_THREADS)."""
     import httpx
 
     from corpus_cli.serve import CACHE_SIZE_ENV, THREADS_ENV
+    from resources.settings import QUERY_ENCODING_ENV
 
-    env = {**os.environ, CACHE_SIZE_ENV: "0", THREADS_ENV: str(threads)}
+    env = {**os.environ, CACHE_SIZE_ENV: "0", THREADS_ENV: str(threads), QUERY_ENCODING_ENV: encoding}
     server = subprocess.Popen([CORPUS, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -133,6 +137,7 @@ def load(queries: list[dict], clients: int, port: int, threads: int) -> dict:
         result = _load_pass(url, queries, clients)
         result["one_client"] = single
         result["stats"] = httpx.get(f"{url}/stats", timeout=10).json()
+        result["query_encoding"] = httpx.get(f"{url}/health", timeout=10).json()["query_encoding"]
         return result
     finally:
         server.terminate()
@@ -233,12 +238,12 @@ def markdown(r: dict) -> str:
         o = one["by_method"][name]
         lines.append(f"| {name} | {o['p50_ms']} / {o['p95_ms']} | {m['p50_ms']} / {m['p95_ms']} | "
                      f"{m['errors'] + o['errors']} |")
-    if "service_two_threads" in r:
-        two = r["service_two_threads"]
-        lines += ["", "Torch threads per query encode in the service, side by side in this run (all methods, p50 / p95 ms):",
-                  "", f"| threads | one client | {service['clients']} clients |", "|---|---|---|",
-                  f"| 1 (default) | {one['p50_ms']} / {one['p95_ms']} | {service['p50_ms']} / {service['p95_ms']} |",
-                  f"| 2 | {two['one_client']['p50_ms']} / {two['one_client']['p95_ms']} | {two['p50_ms']} / {two['p95_ms']} |"]
+    lines += ["", "How the service encodes queries, side by side in this run (all methods, p50 / p95 ms):", "",
+              f"| query encoding | threads per query | one client | {service['clients']} clients |", "|---|---|---|---|"]
+    for name, (encoding, threads) in SERVICE_VARIANTS.items():
+        v = r[name]
+        lines.append(f"| {v['query_encoding']}{' (default)' if name == 'service' else ''} | {threads} | "
+                     f"{v['one_client']['p50_ms']} / {v['one_client']['p95_ms']} | {v['p50_ms']} / {v['p95_ms']} |")
     return "\n".join(lines) + "\n"
 
 
