@@ -121,7 +121,7 @@ class Searcher:
     def _pgvector_keyword(self, query: str, limit: int, book: str | None) -> list[SearchHit]:
         with self.postgres.db() as db:
             stats, languages = self._library_stats(db)
-            weights, matching = weigh(stats, db.query_words(query, languages))
+            weights, matching = weigh(stats, db.query_words(query, languages), in_one_book=book is not None)
             return db.keyword_search(weights, matching, limit, book, stats.avg_tokens)
 
     def _qdrant(self, mode: str, query: str, vector, limit: int, book: str | None) -> tuple[list, list]:

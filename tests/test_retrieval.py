@@ -5,7 +5,7 @@ import numpy as np
 from resources.postgres.store import WordStats, _tsquery
 from retrieval.engine import EmbeddingCache
 from retrieval.fusion import reciprocal_rank_fusion
-from retrieval.keyword import MAX_MATCH_SHARE, idf, weigh
+from retrieval.keyword import MATCH_ROWS, MAX_MATCH_SHARE, idf, weigh
 
 
 def test_fusion_rewards_what_both_lists_rank_high():
@@ -14,14 +14,26 @@ def test_fusion_rewards_what_both_lists_rank_high():
     assert fused[0][1] == 1 / 61 + 1 / 62
 
 
-def test_rare_words_weigh_more_and_common_ones_do_not_select_matches():
+def test_rare_words_weigh_more_and_select_matches_within_a_bounded_number_of_rows():
     stats = WordStats(chunks=1000, avg_tokens=250, shares={"said": 0.4, "whale": 0.01}, rarest_listed=0.01)
     weights, matching = weigh(stats, ["said", "whale", "ishmael"])
     assert weights["ishmael"] > weights["whale"] > weights["said"] > 0  # unlisted: rarer than the rarest listed
-    assert matching == ["whale", "ishmael"] and stats.shares["said"] > MAX_MATCH_SHARE
-    # Only common words: the rarest two still select, so a query is never left without matches.
+    assert matching == ["ishmael", "whale", "said"]  # 5 + 10 + 400 rows: within the budget, rarest first
+    # In one book, a word held by more than MAX_MATCH_SHARE of all chunks selects nothing.
+    assert weigh(stats, ["said", "whale", "ishmael"], in_one_book=True)[1] == ["whale", "ishmael"]
+    assert stats.shares["said"] > MAX_MATCH_SHARE
+
+    # At 1.35M chunks the rarest words select until MATCH_ROWS rows: "sea" (13,500 rows) would pass it.
+    large = WordStats(chunks=1_350_000, avg_tokens=250, shares={"sea": 0.01, "whale": 0.001, "the": 0.9},
+                      rarest_listed=0.0005)
+    words = ["the", "sea", "whale", "ishmael"]
+    _, matching = weigh(large, words)
+    assert matching == ["ishmael", "whale"] and sum(large.shares.get(w, 0.00025) for w in matching) * 1_350_000 <= MATCH_ROWS
+    assert weigh(large, words, in_one_book=True)[1] == ["sea", "whale", "ishmael"]
+    # Only common words: the rarest still selects (two of them in one book), never no match at all.
     common = WordStats(chunks=1000, avg_tokens=250, shares={"said": 0.4, "man": 0.2, "one": 0.5}, rarest_listed=0.2)
-    assert weigh(common, ["said", "man", "one"])[1] == ["man", "said"]
+    assert weigh(common, ["said", "man", "one"], in_one_book=True)[1] == ["man", "said"]
+    assert weigh(large, ["the"])[1] == ["the"]
     assert idf(WordStats(1.0, 1.0, {}, 0.0), "x") > 0  # no statistics yet (before ANALYZE): every word alike
 
 

@@ -50,7 +50,8 @@ WHERE c.book_id = %(book_id)s AND 1 - n.distance >= %(min_score)s
 """
 # Keyword search: the query's words under each configuration the library's languages use; their
 # document frequencies from ANALYZE's statistics of text_search; then BM25 over KEYWORD_CANDIDATES
-# chunks (approximate: the candidates are those holding the most idf of the discriminative words).
+# chunks (approximate: the candidates are those holding the most idf of the selecting words,
+# `retrieval.keyword.weigh`).
 _QUERY_WORDS = """
 SELECT DISTINCT t.lexeme
 FROM (SELECT DISTINCT corpus_text_config(language)::regconfig AS config
