@@ -61,7 +61,8 @@ def serve(host: str, port: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # One thread per query's encode by default: concurrent queries run side by side, a core each,
     # instead of each short query split across the cores (`make bench-retrieval` measures both).
-    torch.set_num_threads(int(settings.env(THREADS_ENV) or 1))
+    threads = int(settings.env(THREADS_ENV) or 1)
+    torch.set_num_threads(threads)
     # A pgvector hybrid query holds two connections (its keyword search runs beside the dense one):
     # unless told otherwise, room for six such queries at once.
     os.environ.setdefault(settings.PG_POOL_SIZE_ENV, "12")
@@ -69,6 +70,7 @@ def serve(host: str, port: int) -> None:
     with (code_location_resources("postgres", "qdrant", "graph", "embedding_model") as stores,
           stores.qdrant.shared_reads() as qdrant_reads):
         searcher = Searcher(stores.postgres, qdrant_reads, stores.graph, stores.embedding_model,
-                            cache_size=int(settings.env(CACHE_SIZE_ENV) or 1024))
-        searcher.model.encode_query("warm up")  # the model loads (and exports) now, not on the first query
+                            cache_size=int(settings.env(CACHE_SIZE_ENV) or 1024), threads=threads)
+        # The model and its query encoder load (and export, the first time) now, not on the first query.
+        logging.getLogger("corpus.serve").info("queries are encoded by %s", searcher.query_encoding)
         uvicorn.run(create_app(searcher, state_identity(), slow_ms), host=host, port=port, log_level="info")

@@ -12,7 +12,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from resources import settings, tokenizer
-from resources.query_encoder import query_encoder
+from resources.query_encoder import QueryEncoder, query_encoder
 from resources.settings import DEFAULT_MODEL, MODEL_ENV
 
 _SPECIAL_TOKENS = 2  # [CLS] and [SEP], added around every chunk by the model
@@ -98,21 +98,11 @@ class EmbeddingModel(ConfigurableResource):
         """The model, loaded once per process and device."""
         return _model(model_location(self.model_name), resolve_device(self.device))
 
-    def encode_query(self, query: str) -> np.ndarray:
-        """One search query's unit vector (see `query_encoding`)."""
-        return self._query_encoder()[1](query)
-
-    def query_encoding(self) -> str:
-        """How this process encodes queries: "onnx" (the model exported to ONNX Runtime: a short text
-        costs a third of the model's time on CPU, for the same vector) or "torch" (the model itself)."""
-        return self._query_encoder()[0]
-
-    def _query_encoder(self):
-        import torch
-
-        # ONNX Runtime takes as many threads as torch has (`corpus serve`: CORPUS_SERVE_THREADS).
-        return query_encoder(self.load(), model_location(self.model_name), torch.get_num_threads(),
-                             settings.current().query_encoding)
+    def query_encoder(self, wanted: str, threads: int) -> tuple[str, QueryEncoder]:
+        """How search queries are encoded ("onnx": the model exported to ONNX Runtime, a third of the
+        model's time for a short text on CPU, the same vector; or "torch": the model itself) and the
+        function doing it, made once per process (resources/query_encoder.py)."""
+        return query_encoder(self.load(), model_location(self.model_name), threads, wanted)
 
     def effective_batch_size(self) -> int:
         return self.batch_size or DEVICE_BATCH_SIZES.get(resolve_device(self.device), 16)

@@ -3,16 +3,20 @@
 A query is a dozen tokens. On one CPU thread, torch spends most of such a forward pass on per-operator
 overhead: all-MiniLM-L6-v2 took ~15 ms per query in torch and ~5 ms in ONNX Runtime, for the same
 vector (cosine 0.9999998; `make bench-retrieval` measures both side by side). Chunks are still
-embedded by the model itself (`EmbeddingModel.encode`); only queries take this path.
+embedded by the model itself (`EmbeddingModel.encode`): in batches of long texts ONNX Runtime was no
+faster. Only queries take this path.
 
-The export (a few seconds, once per model) is kept in the state folder. An encoder that cannot be
-exported, or whose ONNX vectors differ from the model's, stays on the model, with one log line.
+The export (a few seconds, ~90 MB for MiniLM) is kept in the state folder's `models/`, named by what
+it is made of. An encoder that cannot be exported, or whose ONNX vectors differ from the model's,
+stays on the model, with one log line; a damaged or disagreeing export is deleted, so the next
+process exports again.
 """
 
 import functools
 import hashlib
 import logging
 import os
+import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +32,7 @@ log = logging.getLogger(__name__)
 _PROBES = ("door-nail", "A sailor asks to be called Ishmael, and tells why he went to sea.",
            " ".join(["the whale swam under the ship"] * 60))
 MIN_AGREEMENT = 0.9999
+EXPORT_FORMAT = 1  # bump when the export below changes: older files are then made again
 
 QueryEncoder = Callable[[str], np.ndarray]
 
@@ -40,15 +45,20 @@ def query_encoder(model, location: str, threads: int, wanted: str) -> tuple[str,
     torch_encoder = functools.partial(_encode_in_torch, model)
     if wanted != "onnx" or model.device.type != "cpu":
         return "torch", torch_encoder
+    path = None
     try:
-        session = _session(_exported(model, location), threads)
-    except Exception as error:  # noqa: BLE001 - an architecture the exporter cannot take: the model serves
+        path = _exported(model, location)
+        onnx_encoder = functools.partial(_encode_in_onnx, model, _session(path, threads))
+        agreement = min(float(np.dot(torch_encoder(text), onnx_encoder(text))) for text in _PROBES)
+    except Exception as error:  # noqa: BLE001 - an architecture the exporter or runtime cannot take: the model serves
         log.warning("queries are encoded by the model itself: its ONNX export failed (%s)", error)
+        if path is not None:  # a damaged file: the next process exports again
+            path.unlink(missing_ok=True)
         return "torch", torch_encoder
-    onnx_encoder = functools.partial(_encode_in_onnx, model, session)
-    agreement = min(float(np.dot(torch_encoder(text), onnx_encoder(text))) for text in _PROBES)
     if agreement < MIN_AGREEMENT:
-        log.warning("queries are encoded by the model itself: its ONNX export disagrees (cosine %.6f)", agreement)
+        log.warning("queries are encoded by the model itself: its ONNX export disagrees (cosine %.6f); "
+                    "the export is deleted", agreement)
+        path.unlink(missing_ok=True)
         return "torch", torch_encoder
     return "onnx", onnx_encoder
 
@@ -59,8 +69,7 @@ def _encode_in_torch(model, query: str) -> np.ndarray:
 
 def _encode_in_onnx(model, session, query: str) -> np.ndarray:
     features = model.preprocess([query])  # the model's own tokenization and truncation
-    inputs = {i.name: features[i.name].numpy() for i in session.get_inputs()}
-    return session.run(None, inputs)[0][0]
+    return session.run(None, {i.name: features[i.name].numpy() for i in session.get_inputs()})[0][0]
 
 
 def _session(path: Path, threads: int):
@@ -69,6 +78,8 @@ def _session(path: Path, threads: int):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle worker threads would spin for the next query, taking the core a concurrent query needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -82,7 +93,7 @@ def _exported(model, location: str) -> Path:
         return path
     folder.mkdir(parents=True, exist_ok=True)
     features = model.preprocess(["an example query"])
-    names = list(features)
+    names = [name for name, value in features.items() if isinstance(value, torch.Tensor)]  # not e.g. "modality"
 
     class Normalized(torch.nn.Module):
         def __init__(self):
@@ -90,27 +101,37 @@ def _exported(model, location: str) -> Path:
             self.model = model
 
         def forward(self, *tensors):
-            embedding = self.model(dict(zip(names, tensors, strict=True)))["sentence_embedding"]
+            embedding = self.model({**features, **dict(zip(names, tensors, strict=True))})["sentence_embedding"]
             return torch.nn.functional.normalize(embedding, dim=1)
 
-    partial = path.with_suffix(f".{os.getpid()}.partial")  # processes exporting at once each write their own
-    # The tracer warns of each data-dependent branch it fixes; the export is checked against the model.
-    with torch.inference_mode(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            Normalized().eval(), tuple(features[name] for name in names), str(partial), input_names=names,
-            output_names=["embedding"], dynamic_axes={name: {0: "batch", 1: "tokens"} for name in names},
-            opset_version=17, dynamo=False,
-        )
-    partial.replace(path)
+    handle, partial = tempfile.mkstemp(dir=folder, suffix=".partial")  # exporters at once each write their own
+    os.close(handle)
+    try:
+        # The tracer warns of each data-dependent branch it fixes; the export is checked against the model.
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                Normalized().eval(), tuple(features[name] for name in names), partial, input_names=names,
+                output_names=["embedding"], dynamic_axes={name: {0: "batch", 1: "tokens"} for name in names},
+                opset_version=17, dynamo=False,
+            )
+        Path(partial).replace(path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+    for older in folder.glob("*.onnx"):  # exports of a model or library since replaced
+        if older != path:
+            older.unlink(missing_ok=True)
     return path
 
 
 def _digest(location: str) -> str:
-    """Names the export by what it is made of: the model's files (or hub id) and the torch exporting it."""
+    """Names the export by what it is made of: the model's files (or hub id), the libraries exporting
+    it and this module's way of doing so."""
+    import sentence_transformers
     import torch
 
     folder = Path(location)
     files = sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()) \
         if folder.is_dir() else location
-    return hashlib.sha256(repr((files, torch.__version__)).encode()).hexdigest()[:16]
+    made_by = (torch.__version__, sentence_transformers.__version__, EXPORT_FORMAT)
+    return hashlib.sha256(repr((files, made_by)).encode()).hexdigest()[:16]

@@ -9,6 +9,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from resources.postgres.store import SearchHit, WordStats
 from resources.qdrant import QdrantResource
 from resources.qdrant.collection import PointHit, query_words
 from resources.qdrant.edge import SharedReads
+from resources.query_encoder import QueryEncoder
 from retrieval import DEFAULT_MODE, MAX_K, MODES, STORES
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.keyword import weigh
@@ -50,9 +52,12 @@ class SearchResult:
 
 class Searcher:
     def __init__(self, postgres: PostgresResource, qdrant: "QdrantResource | SharedReads", graph: GraphResource,
-                 model: EmbeddingModel, cache_size: int = 1024):
-        """`qdrant`: the resource, or its `shared_reads()` in a long-lived process."""
+                 model: EmbeddingModel, cache_size: int = 1024, query_encoding: str | None = None, threads: int = 1):
+        """`qdrant`: the resource, or its `shared_reads()` in a long-lived process. `query_encoding`
+        ("onnx" or "torch"; default: CORPUS_QUERY_ENCODING) and `threads` per query: how queries are encoded."""
         self.postgres, self.qdrant, self.graph, self.model = postgres, qdrant, graph, model
+        self._encoding_wanted = query_encoding or settings.current().query_encoding
+        self._threads = threads
         self._embeddings = EmbeddingCache(cache_size)
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
         self._stats: tuple[float, WordStats, list[str | None]] | None = None
@@ -109,8 +114,17 @@ class Searcher:
                     raise QueryError(f"unknown book {book!r}: `corpus status` lists the books")
         return query
 
+    @cached_property
+    def _query_encoder(self) -> tuple[str, QueryEncoder]:
+        return self.model.query_encoder(self._encoding_wanted, self._threads)
+
+    @property
+    def query_encoding(self) -> str:
+        """How queries are encoded: "onnx" or "torch" (the encoder is made on first use)."""
+        return self._query_encoder[0]
+
     def _embed(self, query: str) -> np.ndarray:
-        vector = self.model.encode_query(query)
+        vector = self._query_encoder[1](query)
         vector.setflags(write=False)  # shared by every later hit of the cache
         return vector
 

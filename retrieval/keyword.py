@@ -7,7 +7,7 @@ from resources.postgres.store import WordStats
 
 # Postgres' keyword search reads every row holding a selecting word, so across the library the
 # query's rarest words select, up to this many rows in all (estimated from their shares): the cost
-# stays bounded at any library size. At 634k chunks, every word held by <= 5 % of the chunks made
+# stays bounded as the library grows (a query of only common words still reads its rarest one's rows). At 634k chunks, every word held by <= 5 % of the chunks made
 # 75k-176k rows per query (p50 517 ms); within this budget, p50 15 ms. On bench-retrieval's 25 books
 # the answers were as good (keyword passage hit@10 0.76, hybrid 0.82, either way).
 MATCH_ROWS = 2000
@@ -23,9 +23,10 @@ def idf(stats: WordStats, word: str) -> float:
 
 
 def weigh(stats: WordStats, words: list[str], in_one_book: bool = False) -> tuple[dict[str, float], list[str]]:
-    """({word: idf} for scoring, the words that select matches): across the library the rarest words
-    within MATCH_ROWS (the rarest one at least); in one book the discriminative words, or the rarest
-    two when all are common."""
+    """({word: idf} for scoring, the words that select matches): across the library, the words rarer
+    than any in the statistics (rare, or in no chunk at all: a typo, another language's stem) and the
+    rarest listed words within MATCH_ROWS (one at least); in one book the discriminative words, or
+    the rarest two when all are common."""
     weights = {word: idf(stats, word) for word in words}
     rarest_first = sorted(words, key=lambda word: _share(stats, word))
     if in_one_book:
@@ -33,7 +34,7 @@ def weigh(stats: WordStats, words: list[str], in_one_book: bool = False) -> tupl
     matching, rows_left = [], MATCH_ROWS
     for word in rarest_first:
         rows = _share(stats, word) * stats.chunks
-        if matching and rows > rows_left:
+        if word in stats.shares and any(w in stats.shares for w in matching) and rows > rows_left:
             break
         matching.append(word)
         rows_left -= rows

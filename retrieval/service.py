@@ -115,7 +115,7 @@ def create_app(searcher: Searcher, state: str, slow_ms: float = 200.0) -> FastAP
     @app.get("/health")
     def health() -> dict:
         # `state` lets `corpus search` tell whether this service answers for its own stores.
-        return {"status": "ok", "model": searcher.model.model_name, "query_encoding": searcher.model.query_encoding(),
+        return {"status": "ok", "model": searcher.model.model_name, "query_encoding": searcher.query_encoding,
                 "state": state}
 
     @app.get("/stats")

@@ -30,6 +30,9 @@ def test_rare_words_weigh_more_and_select_matches_within_a_bounded_number_of_row
     _, matching = weigh(large, words)
     assert matching == ["ishmael", "whale"] and sum(large.shares.get(w, 0.00025) for w in matching) * 1_350_000 <= MATCH_ROWS
     assert weigh(large, words, in_one_book=True)[1] == ["sea", "whale", "ishmael"]
+    # A word in no statistics may be in no chunk at all (a typo): the rarest listed word selects as well.
+    assert weigh(large, ["whael", "sea"])[1] == ["whael", "sea"]
+    assert weigh(large, ["whael", "ishmail", "whale", "sea"])[1] == ["whael", "ishmail", "whale"]
     # Only common words: the rarest still selects (two of them in one book), never no match at all.
     common = WordStats(chunks=1000, avg_tokens=250, shares={"said": 0.4, "man": 0.2, "one": 0.5}, rarest_listed=0.2)
     assert weigh(common, ["said", "man", "one"], in_one_book=True)[1] == ["man", "said"]
