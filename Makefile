@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-retrieval bench-scale ui-check clean
+.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-retrieval bench-chunk-size bench-scale ui-check clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -62,6 +62,11 @@ bench-structure: setup
 # with MiniLM into bench/.state/retrieval, ~15 min the first time), and `corpus serve` under 4 clients.
 bench-retrieval: setup
 	$(BIN)/python bench/retrieval/run.py
+
+# Chunk size for retrieval: the pipeline's chunks against 128-token chunks and windows, on
+# bench-retrieval's books and queries (after `make bench-retrieval`; the first run embeds ~40k chunks).
+bench-chunk-size: setup
+	$(BIN)/python bench/retrieval/chunk_size.py
 
 # The pipeline at the mission's shape: 9,000 synthetic books (~1.35M chunks) with a stand-in encoder,
 # in waves of 10 %; BOOKS=300 for a quick look (needs ../shared for the prose). A run cut off between

@@ -13,7 +13,8 @@ passage, within the top 10).
 
     .venv/bin/python bench/retrieval/run.py [--shared ../shared/corpus] [--work bench/.state/retrieval]
 
-Writes bench/results/retrieval.json and .md.
+Writes bench/results/retrieval.json and .md. With `--service-at STATE`, only the service's load test,
+over a state folder built elsewhere (the 1.35M-chunk scale run's): bench/results/retrieval_at_scale.*.
 """
 
 import argparse
@@ -41,8 +42,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=PROJECT / "bench" / ".state" / "retrieval")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients of `corpus serve` in the load test")
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--service-at", type=Path, help="only load-test `corpus serve` over this existing state "
+                        "folder (the scale run's: bench/.state/scale/state); writes retrieval_at_scale.{json,md}")
     args = parser.parse_args()
     queries = [q for path in sorted(QUERIES.glob("*.json")) for q in json.loads(path.read_text())]
+    if args.service_at:
+        load_at_scale(queries, args.service_at.resolve(), args.clients, args.port)
+        return
     files = {path.stem: path for path in [*args.shared.glob("dev/*.txt"), *args.shared.glob("more/*.txt")]}
     missing = sorted({q["book"] for q in queries} - set(files))
     if missing:
@@ -67,6 +73,26 @@ def main() -> None:
     RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     RESULTS.with_suffix(".md").write_text(markdown(results))
     print(markdown(results))
+
+
+def load_at_scale(queries: list[dict], state: Path, clients: int, port: int) -> None:
+    """The load test on a large state folder: the same queries (their books are not in it: the answers are
+    not judged, only timed), encoded by the default model whatever model embedded the chunks."""
+    from corpus_cli.instance import code_location_resources
+
+    os.environ["CORPUS_STATE_DIR"] = str(state)
+    os.environ.pop("CORPUS_EMBEDDING_MODEL", None)
+    with code_location_resources("postgres") as stores, stores.postgres.db() as db:
+        chunks = int(db.word_stats().chunks)  # Postgres' estimate (ANALYZE)
+    results = {"queries": len(queries), "state": str(state), "chunks": chunks,
+               **{name: load(queries, clients, port, encoding, threads)
+                  for name, (encoding, threads) in SERVICE_VARIANTS.items()}}
+    out = RESULTS.with_name("retrieval_at_scale")
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    text = (f"`corpus serve` over ~{chunks:,} chunks ({state.name} of {state.parent}), {len(queries)} queries of "
+            f"bench-retrieval, every one once per method:\n\n" + service_markdown(results))
+    out.with_suffix(".md").write_text(text)
+    print(text)
 
 
 def evaluate(queries: list[dict]) -> dict:
@@ -227,8 +253,12 @@ def markdown(r: dict) -> str:
     for name in r["methods"]:
         lines.append(f"| {name} | " + " | ".join(f"{v[name]['passage_hit_at_10']} / {v[name]['mrr']}"
                                                for v in r["by_kind"].values()) + " |")
+    return "\n".join(lines) + "\n\n" + service_markdown(r)
+
+
+def service_markdown(r: dict) -> str:
     service, one = r["service"], r["service"]["one_client"]
-    lines += ["", f"`corpus serve` (HTTP end to end, query encoding included, embedding cache off), every query once "
+    lines = [f"`corpus serve` (HTTP end to end, query encoding included, embedding cache off), every query once "
               f"per method: one client {one['requests']} requests, p50 {one['p50_ms']} / p95 {one['p95_ms']} ms; "
               f"{service['clients']} concurrent clients {service['requests']} requests, {service['errors']} errors, "
               f"p50 {service['p50_ms']} / p95 {service['p95_ms']} ms.", "",
