@@ -99,7 +99,7 @@ class EmbeddingModel(ConfigurableResource):
         return _model(model_location(self.model_name), resolve_device(self.device))
 
     def query_encoder(self, wanted: str, threads: int) -> tuple[str, QueryEncoder]:
-        """How search queries are encoded ("onnx": the model exported to ONNX Runtime, a third of the
+        """How search queries are encoded ("onnx": the model exported to ONNX Runtime, a third to half the
         model's time for a short text on CPU, the same vector; or "torch": the model itself) and the
         function doing it, made once per process (resources/query_encoder.py)."""
         return query_encoder(self.load(), model_location(self.model_name), threads, wanted)

@@ -1,8 +1,9 @@
 """Query encoding for search: the embedding model exported to ONNX Runtime, else the model itself.
 
-A query is a dozen tokens. On one CPU thread, torch spends most of such a forward pass on per-operator
-overhead: all-MiniLM-L6-v2 took ~15 ms per query in torch and ~5 ms in ONNX Runtime, for the same
-vector (cosine 0.9999998; `make bench-retrieval` measures both side by side). Chunks are still
+A query is a few dozen tokens at most. On one CPU thread, torch spends much of such a forward pass
+on per-operator overhead: all-MiniLM-L6-v2 took ~15 ms for a 10-token query in torch and ~5 ms in
+ONNX Runtime (28 tokens: ~17.6 vs ~9 ms), for the same vector (cosine 0.9999998; `make
+bench-retrieval` measures both side by side). Chunks are still
 embedded by the model itself (`EmbeddingModel.encode`): in batches of long texts ONNX Runtime was no
 faster. Only queries take this path.
 
