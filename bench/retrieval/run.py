@@ -67,8 +67,7 @@ def main() -> None:
 
     # A library ingested by an earlier run is unchanged and costs nothing: the figure is this run's.
     results = {"queries": len(queries), "books": len(files), "ingest_seconds": ingest_seconds,
-               **evaluate(queries), **{name: load(queries, args.clients, args.port, encoding, threads)
-                                       for name, (encoding, threads) in SERVICE_VARIANTS.items()}}
+               **evaluate(queries), **load_variants(queries, args.clients, args.port)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     RESULTS.with_suffix(".md").write_text(markdown(results))
@@ -85,8 +84,7 @@ def load_at_scale(queries: list[dict], state: Path, clients: int, port: int) -> 
     with code_location_resources("postgres") as stores, stores.postgres.db() as db:
         chunks = int(db.word_stats().chunks)  # Postgres' estimate (ANALYZE)
     results = {"queries": len(queries), "state": str(state), "chunks": chunks,
-               **{name: load(queries, clients, port, encoding, threads)
-                  for name, (encoding, threads) in SERVICE_VARIANTS.items()}}
+               **load_variants(queries, clients, port)}
     out = RESULTS.with_name("retrieval_at_scale")
     out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     text = (f"`corpus serve` over ~{chunks:,} chunks ({state.name} of {state.parent}), {len(queries)} queries of "
@@ -130,6 +128,12 @@ def evaluate(queries: list[dict]) -> dict:
     return {"default_method": f"pgvector_{DEFAULT_MODE}", "methods": methods, "within_book": within_book,
             "by_kind": by_kind,
             "misses": {name: [queries[i]["query"] for i, r in enumerate(ranks) if r is None] for name, ranks in per_query}}
+
+
+def load_variants(queries: list[dict], clients: int, port: int) -> dict:
+    """Every SERVICE_VARIANTS entry's load test, side by side in this run."""
+    return {name: load(queries, clients, port, encoding, threads)
+            for name, (encoding, threads) in SERVICE_VARIANTS.items()}
 
 
 def load(queries: list[dict], clients: int, port: int, encoding: str, threads: int) -> dict:
