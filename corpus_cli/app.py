@@ -279,9 +279,11 @@ def search(
     """Passages for QUERY from pgvector/Postgres or Qdrant, by meaning, by keywords, or both. Asked of
     `corpus serve` when it runs for the same stores (milliseconds), else answered here (model load)."""
     from corpus_cli.serve import ask_service
+    from retrieval import checked_query
 
     params = {"q": query, "k": limit, "book": book, "store": store, "mode": mode, "expand": expand}
     try:
+        checked_query(query, limit, book, store, mode)  # refused in a second, before any model loads
         answer = ask_service(params) or _search_here(params)
     except ValueError as error:
         console.print(f"[red]corpus search: {error}[/red]", soft_wrap=True)
@@ -308,10 +310,11 @@ def _search_here(params: dict) -> dict:
     with code_location_resources("postgres", "qdrant", "graph", "embedding_model") as stores:
         # One query in this process: the model encodes it (an ONNX Runtime session and its checks would
         # cost more than they save). Its load is reported apart from the search's own time.
+        searcher = Searcher(stores.postgres, stores.qdrant, stores.graph, stores.embedding_model, query_encoding="torch")
+        searcher.validate(params["q"], params["k"], params["book"], params["store"], params["mode"])  # an unknown book
         started = time.perf_counter()
         stores.embedding_model.load()
         load_ms = (time.perf_counter() - started) * 1000
-        searcher = Searcher(stores.postgres, stores.qdrant, stores.graph, stores.embedding_model, query_encoding="torch")
         result = searcher.search(params["q"], params["k"], params["book"], params["store"], params["mode"],
                                  params["expand"])
     return as_json(params, result) | ({"model_load_ms": load_ms} if load_ms >= 1 else {})

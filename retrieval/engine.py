@@ -22,7 +22,7 @@ from resources.qdrant import QdrantResource
 from resources.qdrant.collection import PointHit, query_words
 from resources.qdrant.edge import SharedReads
 from resources.query_encoder import QueryEncoder
-from retrieval import DEFAULT_MODE, MAX_K, MODES, STORES
+from retrieval import DEFAULT_MODE, QueryError, checked_query
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.keyword import weigh
 
@@ -30,10 +30,6 @@ from retrieval.keyword import weigh
 FUSION_DEPTH = 50
 # Keyword statistics (document frequencies) change slowly; read again after this many seconds.
 STATS_TTL_SECONDS = 300
-
-
-class QueryError(ValueError):
-    """A query the search cannot answer as asked (empty, k out of range, unknown book, store or mode)."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +64,7 @@ class Searcher:
     def search(self, query: str, k: int = 10, book: str | None = None, store: str = "pgvector",
                mode: str = DEFAULT_MODE, expand: bool = False) -> SearchResult:
         started = time.perf_counter()
-        query = self._validate(query, k, book, store, mode)
+        query = self.validate(query, k, book, store, mode)
         timings: dict[str, float] = {}
         cached = False
         vector = None
@@ -96,18 +92,9 @@ class Searcher:
         timings["total"] = _ms_since(started)
         return SearchResult(hits, context, {name: round(ms, 2) for name, ms in timings.items()}, cached)
 
-    def _validate(self, query: str, k: int, book: str | None, store: str, mode: str) -> str:
-        query = " ".join((query or "").split())
-        if not query:
-            raise QueryError("the query is empty")
-        if "\x00" in query or (book and "\x00" in book):
-            raise QueryError("the query holds a NUL character")
-        if not 1 <= k <= MAX_K:
-            raise QueryError(f"k must be between 1 and {MAX_K}, not {k}")
-        if store not in STORES:
-            raise QueryError(f"unknown store {store!r}: one of {', '.join(STORES)}")
-        if mode not in MODES:
-            raise QueryError(f"unknown mode {mode!r}: one of {', '.join(MODES)}")
+    def validate(self, query: str, k: int, book: str | None, store: str, mode: str) -> str:
+        """The query as searched (`checked_query`), or QueryError; the book must be in the library."""
+        query = checked_query(query, k, book, store, mode)
         if book is not None:
             with self.postgres.db() as db:
                 if not db.titles([book]):

@@ -18,8 +18,8 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse
 
 from resources.errors import SchemaOutOfDate, StoreUnavailable
-from retrieval import DEFAULT_MODE, MAX_K
-from retrieval.engine import QueryError, Searcher, SearchResult
+from retrieval import DEFAULT_MODE, MAX_K, QueryError
+from retrieval.engine import Searcher, SearchResult
 
 log = logging.getLogger("corpus.serve")
 SLOW_LOG_SIZE = 100  # slowest recent queries kept for /stats

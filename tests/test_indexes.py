@@ -28,7 +28,8 @@ from resources.embedding import EmbeddingModel
 from resources.graph import falkordb_server
 from resources.qdrant.collection import point_id
 from resources.settings import SAMPLE_LIBRARY_DIR
-from retrieval.engine import QueryError, Searcher
+from retrieval import QueryError
+from retrieval.engine import Searcher
 from retrieval.service import create_app
 from schedules.upkeep import maintain_postgres, nightly_checks
 
