@@ -71,7 +71,9 @@ WITH words AS (
     SELECT * FROM unnest(%(words)s::text[], %(idfs)s::float8[], %(queries)s::tsquery[]) AS w(word, idf, query)
 ),
 -- Candidates: the chunks holding the selecting words, by the sum of their idfs (one GIN lookup per
--- word, no tsvector read); then BM25 (term frequency, saturated and length-normalized) on those only.
+-- word, no tsvector read); then BM25 (term frequency, saturated and length-normalized) on those only,
+-- from each candidate's tsvector cut to the query's words first (setweight marks them, ts_filter keeps
+-- them: C functions; unnesting the whole tsvector made ~100 rows per chunk to join: 18 -> 12 ms p50 at 944k chunks).
 candidates AS (
     SELECT c.id, sum(w.idf) AS weight
     FROM words w
@@ -88,7 +90,8 @@ scored AS (
     SELECT m.id, sum(w.idf * cardinality(t.positions) * (%(k1)s + 1) / (cardinality(t.positions)
                + %(k1)s * (1 - %(b)s + %(b)s * m.token_count / %(avg_tokens)s))) AS score
     FROM candidates k JOIN chunks m ON m.id = k.id
-    CROSS JOIN LATERAL unnest(m.text_search) AS t JOIN words w ON w.word = t.lexeme
+    CROSS JOIN LATERAL unnest(ts_filter(setweight(m.text_search, 'A', %(words)s::text[]), '{a}')) AS t
+    JOIN words w ON w.word = t.lexeme
     GROUP BY m.id
     ORDER BY score DESC, m.id
     LIMIT %(limit)s
