@@ -279,13 +279,13 @@ def search(
     """Passages for QUERY from pgvector/Postgres or Qdrant, by meaning, by keywords, or both. Asked of
     `corpus serve` when it runs for the same stores (milliseconds), else answered here (model load)."""
     from corpus_cli.serve import ask_service
-    from retrieval import checked_query
+    from retrieval import QueryError, checked_query
 
-    params = {"q": query, "k": limit, "book": book, "store": store, "mode": mode, "expand": expand}
     try:
-        checked_query(query, limit, book, store, mode)  # refused in a second, before any model loads
+        query = checked_query(query, limit, book, store, mode)  # refused in a second, before any model loads
+        params = {"q": query, "k": limit, "book": book, "store": store, "mode": mode, "expand": expand}
         answer = ask_service(params) or _search_here(params)
-    except ValueError as error:
+    except QueryError as error:
         console.print(f"[red]corpus search: {error}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     loaded = f"; the model loaded first in {answer['model_load_ms'] / 1000:.1f} s" if "model_load_ms" in answer else ""
@@ -302,7 +302,7 @@ def search(
 
 
 def _search_here(params: dict) -> dict:
-    """The search answered in this process (QueryError is a ValueError: the caller prints it)."""
+    """The search answered in this process (a QueryError goes to the caller, which prints it)."""
     from corpus_cli.instance import code_location_resources
     from retrieval.engine import Searcher
     from retrieval.service import as_json

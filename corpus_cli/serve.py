@@ -7,6 +7,7 @@ import httpx
 
 from resources import settings
 from resources.errors import StoreUnavailable
+from retrieval import QueryError
 
 DEFAULT_PORT = 8000  # `corpus serve --port` default
 SERVE_URL_ENV = "CORPUS_SERVE_URL"
@@ -29,8 +30,8 @@ def state_identity() -> str:
 
 def ask_service(params: dict) -> dict | None:
     """The running service's answer to a search, or None when none runs for these stores (then
-    `corpus search` answers itself). A refused query raises ValueError with the service's reason, an
-    unavailable store StoreUnavailable."""
+    `corpus search` answers itself). A refused query raises QueryError with the service's reason; a
+    service that fails or goes away mid-query, StoreUnavailable."""
     url = service_url()
     try:
         health = httpx.get(f"{url}/health", timeout=0.5).json()
@@ -38,13 +39,23 @@ def ask_service(params: dict) -> dict | None:
         return None
     if not isinstance(health, dict) or health.get("state") != state_identity():
         return None
-    response = httpx.get(f"{url}/search", params={k: v for k, v in params.items() if v is not None}, timeout=60)
+    try:
+        response = httpx.get(f"{url}/search", params={k: v for k, v in params.items() if v is not None}, timeout=60)
+    except httpx.HTTPError as error:
+        raise StoreUnavailable(f"corpus serve at {url}: {type(error).__name__} {error}") from None
     if response.status_code == 422:
-        raise ValueError(response.json().get("detail", "refused"))
+        raise QueryError(_detail(response))
     if response.status_code != 200:
-        raise StoreUnavailable(f"corpus serve at {url} answered {response.status_code}: "
-                               f"{response.json().get('detail', response.text[:200])}")
+        raise StoreUnavailable(f"corpus serve at {url} answered {response.status_code}: {_detail(response)}")
     return response.json()
+
+
+def _detail(response: httpx.Response) -> str:
+    """The service's one-line reason, or the start of whatever else it sent (e.g. a proxy's page)."""
+    try:
+        return str(response.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return " ".join(response.text.split())[:200]
 
 
 def serve(host: str, port: int) -> None:

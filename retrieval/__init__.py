@@ -17,8 +17,10 @@ def checked_query(query: str, k: int, book: str | None, store: str, mode: str) -
     query = " ".join((query or "").split())
     if not query:
         raise QueryError("the query is empty")
-    if "\x00" in query or (book and "\x00" in book):
+    if "\x00" in query:
         raise QueryError("the query holds a NUL character")
+    if book is not None and "\x00" in book:
+        raise QueryError("the book id holds a NUL character")
     if not 1 <= k <= MAX_K:
         raise QueryError(f"k must be between 1 and {MAX_K}, not {k}")
     if store not in STORES:

@@ -15,6 +15,7 @@ from collections import deque
 from typing import Annotated
 
 from fastapi import FastAPI, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from resources.errors import SchemaOutOfDate, StoreUnavailable
@@ -88,6 +89,14 @@ def create_app(searcher: Searcher, state: str, slow_ms: float = 200.0) -> FastAP
     def refused(request, error: QueryError) -> JSONResponse:
         telemetry.error()
         return JSONResponse(status_code=422, content={"detail": str(error)})
+
+    @app.exception_handler(RequestValidationError)
+    def malformed(request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own 422 (e.g. k=abc, no q) in the same one-line shape as a refused query.
+        telemetry.error()
+        reasons = "; ".join(f"{'.'.join(str(part) for part in e['loc'][1:]) or 'request'}: {e['msg']}"
+                            for e in error.errors())
+        return JSONResponse(status_code=422, content={"detail": reasons})
 
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(SchemaOutOfDate)

@@ -77,6 +77,11 @@ def test_ingest_status_and_search(run_cli, database_url):
         refused = run_cli("search", *args)
         assert refused.returncode == 2 and reason in refused.stdout, refused.stdout + refused.stderr
         assert "Traceback" not in refused.stdout + refused.stderr and len(refused.stdout.strip().splitlines()) == 1
+    # Refused before any store opens (the database is unreachable), an unknown book before the model loads.
+    empty = run_cli("search", "  ", DATABASE_URL="postgresql://nobody@127.0.0.1:9/none")
+    assert empty.returncode == 2 and "the query is empty" in empty.stdout, empty.stdout + empty.stderr
+    unknown = run_cli("search", "cat", "--book", "nope", CORPUS_EMBEDDING_MODEL=str(run_cli.env["CORPUS_STATE_DIR"]) + "/no-model")
+    assert unknown.returncode == 2 and "unknown book 'nope'" in unknown.stdout, unknown.stdout + unknown.stderr
 
     # With `corpus serve` running for the same stores, `corpus search` asks it.
     port = _free_port()
@@ -92,6 +97,10 @@ def test_ingest_status_and_search(run_cli, database_url):
         assert served.returncode == 0 and "The Yellow Wallpaper" in served.stdout, served.stdout + served.stderr
         assert httpx.get(f"{url}/stats").json()["queries"] == 1
         assert httpx.get(f"{url}/search", params={"q": "cat", "k": 5000}).status_code == 422
+        # The service's refusal, printed by `corpus search` as its own.
+        refused = run_cli("search", "cat", "--book", "nope", CORPUS_SERVE_URL=url)
+        assert refused.returncode == 2 and refused.stdout.strip() == (
+            "corpus search: unknown book 'nope': `corpus status` lists the books"), refused.stdout
     finally:
         service.terminate()
         service.wait(timeout=30)
@@ -106,6 +115,48 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_a_service_that_fails_mid_query_is_one_line_not_a_traceback(monkeypatch):
+    """`corpus search` asks a service that answers /health for its stores, then fails on /search: an
+    error page that is not JSON, or a connection dropped. Both are StoreUnavailable, naming the service."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from corpus_cli.serve import ask_service, state_identity
+    from resources.errors import StoreUnavailable
+
+    class Failing(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            if self.path.startswith("/health"):
+                body = json.dumps({"status": "ok", "state": state_identity()}).encode()
+                self.send_response(200)
+            elif "drop" in self.path:
+                self.wfile.flush()
+                self.connection.close()
+                return
+            else:
+                body = b"<html><body>Internal   Server Error</body></html>"
+                self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("CORPUS_SERVE_URL", url)
+    try:
+        with pytest.raises(StoreUnavailable, match=f"^corpus serve at {url} answered 500: <html><body>Internal Server"):
+            ask_service({"q": "cat", "k": 5})
+        with pytest.raises(StoreUnavailable, match=f"^corpus serve at {url}: RemoteProtocolError"):
+            ask_service({"q": "drop", "k": 5})
+    finally:
+        server.shutdown()
 
 
 def _answers(url: str) -> bool:

@@ -330,6 +330,23 @@ def test_keyword_and_hybrid_search_in_both_stores_the_service_and_bad_queries(st
         assert "cheshire" in hybrid.hits[0].text.lower() and len({h.chunk_id for h in hybrid.hits}) == 5
         within = searcher.search("the pattern of the paper", 10, book=WALLPAPER, store=store, mode="keyword").hits
         assert within and {h.book_id for h in within} == {WALLPAPER}
+
+    # Postgres' BM25, scored from each candidate's tsvector cut to the query's words, equals BM25
+    # computed here from the whole tsvector (every query word counted, no other word).
+    weights = {"cheshir": 2.0, "cat": 1.0, "grin": 1.5, "alic": 0.5}
+    with stores.live.postgres.db() as db:
+        hits = db.keyword_search(weights, ["cheshir", "grin"], 10, None, avg_tokens=150.0)
+        rows = db.conn.execute(
+            "SELECT c.id, c.token_count, t.lexeme, cardinality(t.positions) FROM chunks c, unnest(c.text_search) t "
+            "WHERE c.id = ANY(%s)", ([h.chunk_id for h in hits],)).fetchall()
+    expected: dict[str, float] = {}
+    for chunk_id, tokens, lexeme, count in rows:
+        if lexeme in weights:
+            expected[chunk_id] = expected.get(chunk_id, 0.0) + weights[lexeme] * count * 2.2 / (
+                count + 1.2 * (0.25 + 0.75 * tokens / 150.0))
+    assert len(hits) == 10 and {h.chunk_id: h.score for h in hits} == pytest.approx(expected, rel=1e-9)
+    assert any(sum(lexeme in weights for i, _, lexeme, _ in rows if i == h.chunk_id) >= 3 for h in hits)
+
     assert searcher.search("Cheshire cat grinning", 5).cached_embedding  # the query's vector, from the cache
     assert searcher.cache_stats()["hits"] >= 1
 
@@ -358,6 +375,10 @@ def test_keyword_and_hybrid_search_in_both_stores_the_service_and_bad_queries(st
         stats = client.get("/stats").json()
         assert stats["queries"] == 2 and stats["errors"] == 2 and stats["slow_queries"] == 2
         assert stats["embedding_cache"]["hits"] == 1
+        # FastAPI's own refusals are one line too: which parameter, and why.
+        malformed = client.get("/search", params={"k": "abc"})
+        assert malformed.status_code == 422 and isinstance(malformed.json()["detail"], str)
+        assert "q: Field required" in malformed.json()["detail"] and "k: " in malformed.json()["detail"]
         assert client.get("/health").json() | {"model": None} == {"status": "ok", "model": None, "query_encoding": "onnx", "state": "test"}
 
         # The service holds the Qdrant Edge shard between queries and hands it over to a writer.

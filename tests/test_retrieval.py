@@ -1,8 +1,11 @@
-"""The pure parts of search: rank fusion, BM25 weights, the query-embedding cache, tsquery quoting."""
+"""The pure parts of search: rank fusion, BM25 weights, the query-embedding cache, tsquery quoting,
+the checks that refuse a query before any store."""
 
 import numpy as np
+import pytest
 
 from resources.postgres.store import WordStats, _tsquery
+from retrieval import QueryError, checked_query
 from retrieval.engine import EmbeddingCache
 from retrieval.fusion import reciprocal_rank_fusion
 from retrieval.keyword import MATCH_ROWS, MAX_MATCH_SHARE, idf, weigh
@@ -59,3 +62,20 @@ def test_the_embedding_cache_counts_and_evicts_the_least_recently_used():
     assert cache.stats() == {"hits": 1, "misses": 4, "hit_rate": 0.2, "size": 2, "capacity": 2}
     none = EmbeddingCache(capacity=0)
     assert not none.get("a", embed)[1] and not none.get("a", embed)[1] and none.stats()["size"] == 0
+
+
+def test_a_query_is_checked_without_any_store():
+    assert checked_query("  the \n whale\t ", 1, None, "qdrant", "dense") == "the whale"
+    assert checked_query("'; DROP TABLE chunks; --", 1000, "a_book", "pgvector", "keyword")  # data, not refused
+    for query, k, book, store, mode, message in [
+        ("\n\t ", 5, None, "pgvector", "hybrid", "the query is empty"),
+        ("", 5, None, "pgvector", "hybrid", "the query is empty"),
+        ("ca\x00t", 5, None, "pgvector", "hybrid", "the query holds a NUL character"),
+        ("cat", 5, "bo\x00ok", "pgvector", "hybrid", "the book id holds a NUL character"),
+        ("cat", 0, None, "pgvector", "hybrid", "k must be between 1 and 1000, not 0"),
+        ("cat", 1001, None, "pgvector", "hybrid", "k must be between 1 and 1000, not 1001"),
+        ("cat", 5, None, "elastic", "hybrid", "unknown store 'elastic': one of pgvector, qdrant"),
+        ("cat", 5, None, "qdrant", "fuzzy", "unknown mode 'fuzzy': one of dense, keyword, hybrid"),
+    ]:
+        with pytest.raises(QueryError, match=f"^{message}$"):
+            checked_query(query, k, book, store, mode)
