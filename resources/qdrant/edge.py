@@ -67,7 +67,8 @@ from resources.qdrant.collection import (
 
 log = logging.getLogger(__name__)
 
-# Below this many points a segment is searched exactly (Qdrant's default is 10,000 KB of vectors).
+# Qdrant's default, in KB of vectors (1 KB = one 256-d vector): a search whose filter matches less
+# than this (~6.7k 384-d points) scans those points exactly instead of walking the HNSW graph.
 FULL_SCAN_THRESHOLD = 10_000
 # Segments merge up to ~130k 384-d points (200 MB of vectors); the merge optimizer keeps about
 # SEGMENTS of them, more only once all are full (~10 at 1.35M points, each searched by its HNSW).
