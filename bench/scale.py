@@ -105,6 +105,9 @@ def main() -> None:
         "flatness": flatness(waves),
         "checks_seconds": round(sum(sec for w in waves for step, sec in w["stages_s"].items() if step not in ASSET_STEPS), 1),
         "peak_rss_gib": max((w["peak_rss"] for w in [*waves, again]), key=lambda p: p["gib"]),
+        # Anonymous memory was recorded from the run of 2026-12-02's wave 7 on (waves before: RSS only).
+        "peak_anon_gib": max((w["peak_rss"] for w in [*waves, again] if "anon_gib" in w["peak_rss"]),
+                             key=lambda p: p["anon_gib"], default=None),
         "no_change_rerun_fraction": round(again["wall_s"] / cold_wall, 4),
         "waves_detail": waves,
         # Waves a resumed run went on from (an interrupted wave's first part is not in its figures).
@@ -172,19 +175,23 @@ def timed_ingest(label: str) -> dict:
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if result.returncode != 0:
         raise SystemExit(f"{label}: corpus ingest failed (exit {result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    (pid, name), rss = max(peaks.items(), key=lambda item: item[1])
+    (_, name), (rss, _) = max(peaks.items(), key=lambda item: item[1][0])
+    (_, anon_name), (_, anon) = max(peaks.items(), key=lambda item: item[1][1])
     stages, runs = stage_seconds(since)
     return {"label": label, "wall_s": round(wall, 1), "chunks": chunk_count() - chunks_before, "runs": runs,
-            "stages_s": stages, "peak_rss": {"process": name, "gib": round(rss / 2**30, 3)},
+            "stages_s": stages, "peak_rss": {"process": name, "gib": round(rss / 2**30, 3),
+                                            "anon_process": anon_name, "anon_gib": round(anon / 2**30, 3)},
             "summary": result.stdout.strip().splitlines()[-1][:300] if result.stdout.strip() else ""}
 
 
 def sample_peaks(root: int, peaks: dict, done: threading.Event, every: float = 0.5) -> None:
-    """The largest RSS seen of each process of the ingest: `corpus` and its children, and the
-    embedded servers of this state folder (Postgres and its backends, FalkorDB). Shared memory is
-    left out: Postgres's shared buffers (a quarter of RAM, up to 4 GiB) are mapped by every backend
-    and counted in the RSS of each one that touched them, though they are one allocation, sized by
-    configuration rather than by the corpus."""
+    """The largest memory seen of each process of the ingest: `corpus` and its children, and the
+    embedded servers of this state folder (Postgres and its backends, FalkorDB), as (RSS, anonymous).
+    Shared memory is left out of RSS: Postgres's shared buffers (a quarter of RAM, up to 4 GiB) are
+    mapped by every backend and counted in the RSS of each one that touched them, though they are one
+    allocation, sized by configuration rather than by the corpus. Anonymous memory (RssAnon) is what
+    the process itself holds; the rest of its RSS is file pages it maps (Qdrant Edge's segments, the
+    model's weights), which the kernel may drop and read again."""
     import psutil
 
     state = os.environ["CORPUS_STATE_DIR"]
@@ -197,19 +204,32 @@ def sample_peaks(root: int, peaks: dict, done: threading.Event, every: float = 0
             info = process.info
             if info["memory_info"] is None:
                 continue
-            if info["pid"] in ours or info["name"] == "postgres" or state in " ".join(info["cmdline"] or []):
-                key = (info["pid"], info["name"])
-                peaks[key] = max(peaks.get(key, 0), info["memory_info"].rss - _shared_memory(info["pid"]))
+            command = " ".join(info["cmdline"] or [])
+            if info["pid"] in ours or info["name"] == "postgres" or state in command:
+                key = (info["pid"], _label(info["name"], command))
+                shared, anonymous = _resident(info["pid"])
+                rss, anon = peaks.get(key, (0, 0))
+                peaks[key] = (max(rss, info["memory_info"].rss - shared), max(anon, anonymous))
         done.wait(every)
 
 
-def _shared_memory(pid: int) -> int:
-    """The process's resident shared memory (RssShmem), in bytes; 0 once it is gone."""
+def _label(name: str, command: str) -> str:
+    """What a process is, for the results: the `corpus` command, a Dagster process, a step process."""
+    for part, label in (("corpus ingest", "corpus ingest"), ("api grpc", "code server"),
+                        ("execute_run", "run process"), ("multiprocessing.spawn", "step process")):
+        if part in command:
+            return label
+    return name
+
+
+def _resident(pid: int) -> tuple[int, int]:
+    """The process's resident shared memory (RssShmem) and anonymous memory (RssAnon), in bytes;
+    (0, 0) once it is gone."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
     except OSError:
-        return 0
-    return next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("RssShmem:")), 0)
+        return 0, 0
+    return tuple(int(status.get(field, "0 kB").split()[0]) * 1024 for field in ("RssShmem", "RssAnon"))
 
 
 def dagster_instance():
@@ -451,6 +471,8 @@ def markdown(r: dict) -> str:
         ("cold ingest wall (of which asset checks)", f"{r['wall_seconds']:,} s ({r['checks_seconds']:,} s)"),
         ("flatness (non-encode ms/chunk, last wave / first)", r["flatness"]),
         ("peak RSS, largest process", f"{r['peak_rss_gib']['gib']} GiB ({r['peak_rss_gib']['process']})"),
+        ("peak anonymous memory, largest process (RSS less mapped files)",
+         f"{r['peak_anon_gib']['anon_gib']} GiB ({r['peak_anon_gib']['anon_process']})" if r.get("peak_anon_gib") else "not recorded"),
         ("no-change re-run / cold", r["no_change_rerun_fraction"]),
         (f"pgvector top-10 p50 / p95 / recall@10 by id (ties counted), ef {s['ef_search']}", search_cell(s["pgvector"])),
         (f"Qdrant Edge top-10 p50 / p95 / recall@10 by id (ties counted), ef {s['ef_search']}", search_cell(s["qdrant"])),
