@@ -105,7 +105,7 @@ def main() -> None:
         "flatness": flatness(waves),
         "checks_seconds": round(sum(sec for w in waves for step, sec in w["stages_s"].items() if step not in ASSET_STEPS), 1),
         "peak_rss_gib": max((w["peak_rss"] for w in [*waves, again]), key=lambda p: p["gib"]),
-        # Anonymous memory was recorded from the run of 2026-12-02's wave 7 on (waves before: RSS only).
+        # Anonymous memory is recorded from the second 9,000-book run's wave 6 on (waves before: RSS only).
         "peak_anon_gib": max((w["peak_rss"] for w in [*waves, again] if "anon_gib" in w["peak_rss"]),
                              key=lambda p: p["anon_gib"], default=None),
         "no_change_rerun_fraction": round(again["wall_s"] / cold_wall, 4),
@@ -214,9 +214,10 @@ def sample_peaks(root: int, peaks: dict, done: threading.Event, every: float = 0
 
 
 def _label(name: str, command: str) -> str:
-    """What a process is, for the results: the `corpus` command, a Dagster process, a step process."""
+    """What a process is, for the results: the `corpus` command, the code server, a run."""
+    # A run is started by the code server as a multiprocessing child; its steps run in it (in_process_executor).
     for part, label in (("corpus ingest", "corpus ingest"), ("api grpc", "code server"),
-                        ("execute_run", "run process"), ("multiprocessing.spawn", "step process")):
+                        ("multiprocessing.spawn", "run process")):
         if part in command:
             return label
     return name
