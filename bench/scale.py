@@ -7,6 +7,7 @@ StaticEmbedding built from all-MiniLM-L6-v2, see scale_library.py): the figures 
 but MiniLM's own encode time. Writes bench/results/scale.json and scale.md.
 
     .venv/bin/python bench/scale.py [--books 9000] [--waves 10] [--books-per-run 100] [--resume]
+                                   [--stop-after-wave N]
 
 A run longer than a working session goes on with `--resume` (state and per-wave figures are kept in
 --work/progress.json after every wave); results say which waves were resumed.
@@ -49,6 +50,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=PROJECT / "bench" / ".state" / "scale")
     parser.add_argument("--resume", action="store_true",
                         help="go on after the last finished wave of an interrupted run in --work (same shape)")
+    parser.add_argument("--stop-after-wave", type=int, metavar="N",
+                        help="save wave N and exit, servers stopped (go on later with --resume); "
+                             "creating the file WORK/stop does so after the wave in progress")
     parser.add_argument("--search-only", action="store_true",
                         help="measure search again on the library the last run left in --work (results merged)")
     args = parser.parse_args()
@@ -93,6 +97,10 @@ def main() -> None:
         waves.append(timed_ingest(f"wave {index + 1}: books {first}..{min(first + per_wave, args.books) - 1}"))
         progress_file.write_text(json.dumps(
             {**progress, "seconds_before": progress["seconds_before"] + time.perf_counter() - started}))
+        if index + 1 == args.stop_after_wave or (args.work / "stop").exists():
+            (args.work / "stop").unlink(missing_ok=True)
+            print(f"== stopped after wave {index + 1}; go on with --resume", flush=True)
+            return
     cold_wall = sum(w["wall_s"] for w in waves)
     again = timed_ingest("no-change re-run")
 
