@@ -4,7 +4,10 @@ A synthetic library (`bench/scale_library.py`: real prose recombined, ~150 chunk
 to the library folder in waves of 10 % and each wave is ingested as users do (`corpus ingest`,
 batched runs, all three stores and the checks). Embedding uses the stand-in encoder (a
 StaticEmbedding built from all-MiniLM-L6-v2, see scale_library.py): the figures measure everything
-but MiniLM's own encode time. Writes bench/results/scale.json and scale.md.
+but MiniLM's own encode time. At the end, after search and upkeep are measured on the full library,
+the same 100 new books go into an empty library and then into the full one, for a flatness ratio of
+one sitting (the waves' ratio spans hours of a machine whose speed drifts). Writes
+bench/results/scale.json and scale.md.
 
     .venv/bin/python bench/scale.py [--books 9000] [--waves 10] [--books-per-run 100] [--resume]
                                    [--stop-after-wave N]
@@ -34,6 +37,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 RESULTS = PROJECT / "bench" / "results" / "scale"
 CORPUS = str(Path(sys.executable).with_name("corpus"))
 ENCODE_STAGE = "chunk_embeddings"
+STATE_ENV = ("CORPUS_STATE_DIR", "CORPUS_LIBRARY_DIR")
+DAGSTER_ENV = ("DAGSTER_HOME", "CORPUS_DAGSTER_PG_URL")
 EF_SWEEP = (64, 100, 200, 400)  # HNSW search effort tried in both stores (must include the default)
 ASSET_STEPS = {"raw_books", "book_text", "book_chunks", "chunk_embeddings", "pgvector_chunks", "qdrant_points",
                "book_graph", "similar_chunks"}  # every other step of an ingest run is an asset check
@@ -122,11 +127,45 @@ def main() -> None:
         "resumed_waves": progress["resumed_waves"],
     }
     results.update(after_ingest(args.queries, args.idle_seconds))
-    results["bench_seconds"] = round(progress["seconds_before"] + time.perf_counter() - started)
+    write_results(results, progress["seconds_before"] + time.perf_counter() - started)
+    results["flatness_side_by_side"] = flatness_side_by_side(args, pool)
+    write_results(results, progress["seconds_before"] + time.perf_counter() - started)
+    print(json.dumps({k: v for k, v in results.items() if k != "waves_detail"}, indent=2))
+
+
+def write_results(results: dict, seconds: float) -> None:
+    results["bench_seconds"] = round(seconds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     RESULTS.with_suffix(".md").write_text(markdown(results))
-    print(json.dumps({k: v for k, v in results.items() if k != "waves_detail"}, indent=2))
+
+
+def flatness_side_by_side(args: argparse.Namespace, pool: list[str]) -> dict:
+    """Flatness as a ratio of one sitting: the same new books (one run's worth) ingested into an empty
+    library, then into the full one, minutes apart. The waves' ratio spans many hours, over which this
+    machine's speed drifts (stages that touch no index ran 1.2-1.4x slower in wave 5 than in wave 1)."""
+    probe = args.work / "probe"
+    shutil.rmtree(probe, ignore_errors=True)
+    (probe / "library").mkdir(parents=True)
+    books = [write_book(probe / "library", number, pool, args.chars)
+             for number in range(args.books, args.books + args.books_per_run)]
+    full_state = {key: os.environ.get(key) for key in (*STATE_ENV, *DAGSTER_ENV)}
+    os.environ.update({"CORPUS_STATE_DIR": str(probe / "state"), "CORPUS_LIBRARY_DIR": str(probe / "library")})
+    for key in DAGSTER_ENV:  # set by dagster_home() for the full state's instance
+        os.environ.pop(key, None)
+    own_servers(probe / "state")
+    empty = timed_ingest(f"side by side: {len(books)} new books into an empty library")
+    for key, value in full_state.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    for book in books:
+        shutil.copy2(book, args.work / "library" / book.name)
+    full = timed_ingest("side by side: the same books into the full library")
+    return {"books": len(books), "empty_ms_per_chunk": round(non_encode_ms(empty), 3),
+            "full_ms_per_chunk": round(non_encode_ms(full), 3),
+            "flatness": round(non_encode_ms(full) / non_encode_ms(empty), 3), "runs": [empty, full]}
 
 
 def search_again(args: argparse.Namespace) -> None:
@@ -291,11 +330,14 @@ def per_chunk_ms(waves: list[dict]) -> dict[str, float]:
     return per_stage
 
 
+def non_encode_ms(ingest: dict) -> float:
+    """Milliseconds per chunk of every stage (and check) of an ingest but the encoder."""
+    return 1000 * sum(s for stage, s in ingest["stages_s"].items() if stage != ENCODE_STAGE) / max(ingest["chunks"], 1)
+
+
 def flatness(waves: list[dict]) -> float:
     """Per-chunk cost of every stage but the encoder in the last wave over the first."""
-    def cost(wave: dict) -> float:
-        return sum(s for stage, s in wave["stages_s"].items() if stage != ENCODE_STAGE) / max(wave["chunks"], 1)
-    return round(cost(waves[-1]) / cost(waves[0]), 3)
+    return round(non_encode_ms(waves[-1]) / non_encode_ms(waves[0]), 3)
 
 
 def after_ingest(queries: int, idle_seconds: int) -> dict:
@@ -319,6 +361,9 @@ def after_ingest(queries: int, idle_seconds: int) -> dict:
         started = time.perf_counter()
         subprocess.run([CORPUS, *command], check=True, capture_output=True)
         result[key] = round(time.perf_counter() - started, 2)
+    # Its file goes too, as a user's would: the library is 8,999 books from here on.
+    library = Path(os.environ["CORPUS_LIBRARY_DIR"])
+    (library / "scale_00000.txt").rename(library.parent / "staging" / "scale_00000.txt")
     return result
 
 
@@ -479,6 +524,9 @@ def markdown(r: dict) -> str:
         ("books / chunks", f"{r['books']:,} / {r['chunks']:,} ({r['books_per_run']} books per run, {r['waves']} waves)"),
         ("cold ingest wall (of which asset checks)", f"{r['wall_seconds']:,} s ({r['checks_seconds']:,} s)"),
         ("flatness (non-encode ms/chunk, last wave / first)", r["flatness"]),
+        *([("flatness side by side (the same new books into the full library / into an empty one)",
+            "{flatness} ({full_ms_per_chunk} / {empty_ms_per_chunk} ms/chunk, {books} books)".format(
+                **r["flatness_side_by_side"]))] if "flatness_side_by_side" in r else []),
         ("peak RSS, largest process", f"{r['peak_rss_gib']['gib']} GiB ({r['peak_rss_gib']['process']})"),
         ("peak anonymous memory, largest process (RSS less mapped files)",
          f"{r['peak_anon_gib']['anon_gib']} GiB ({r['peak_anon_gib']['anon_process']})" if r.get("peak_anon_gib") else "not recorded"),
