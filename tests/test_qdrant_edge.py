@@ -8,11 +8,24 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from qdrant_edge import Distance, EdgeConfig, EdgeShard, EdgeVectorParams, HnswIndexConfig
+from qdrant_edge import (
+    Distance,
+    EdgeConfig,
+    EdgeOptimizersConfig,
+    EdgeShard,
+    EdgeSparseVectorParams,
+    EdgeVectorParams,
+    HnswIndexConfig,
+    Memory,
+    Modifier,
+    Point,
+    UpdateOperation,
+)
 
 from resources.errors import SchemaOutOfDate
 from resources.qdrant import QdrantEdgeResource
-from resources.qdrant.edge import FULL_SCAN_THRESHOLD, MAX_SEGMENT_KB, SEGMENTS
+from resources.qdrant.collection import SPARSE_VECTOR, document_words, payload, point_id
+from resources.qdrant.edge import FULL_SCAN_THRESHOLD, MAX_SEGMENT_KB, SEGMENTS, segments_with_keyword_index_in_ram
 
 DIMENSION = 384
 
@@ -42,6 +55,8 @@ def test_a_collection_past_the_exact_search_size_is_indexed_and_every_point_is_f
         assert shard.info().indexed_vectors_count >= FULL_SCAN_THRESHOLD
     finally:
         shard.close()
+    assert segments_with_keyword_index_in_ram(qdrant.folder()) == 0  # memory-mapped, as the settings say
+    assert qdrant.apply_settings() == 0
 
     with qdrant.open() as collection:
         assert collection.status() == "green"
@@ -113,3 +128,40 @@ def test_a_shard_from_before_keyword_search_is_refused_until_migrate_rebuilds_it
         MAX_SEGMENT_KB, SEGMENTS)
     with qdrant.open() as collection:
         assert collection.search(vectors[2], limit=1)[0].chunk_id == "new-2"
+
+
+def test_segments_that_hold_the_keyword_index_in_ram_are_rebuilt_once_by_apply_settings(qdrant: QdrantEdgeResource):
+    """A shard optimized before the keyword index was memory-mapped keeps it in RAM in every process that
+    opens it; `apply_settings` (run by `corpus migrate`) rebuilds those segments once, and searches
+    find the same points before and after."""
+    chunks = [SimpleNamespace(id=f"old-{i}", book_id="old", ordinal=i, chapter="One",
+                              text=f"a lighthouse keeper counts gulls {i}" if i % 50 == 0 else f"plain words {i}")
+              for i in range(2_000)]
+    vectors = _vectors(len(chunks), 6)
+    qdrant.folder().mkdir(parents=True)
+    shard = EdgeShard.create(str(qdrant.folder()), EdgeConfig(  # the settings of the previous release
+        vectors=EdgeVectorParams(size=DIMENSION, distance=Distance.Cosine, memory=Memory.Cold),
+        sparse_vectors={SPARSE_VECTOR: EdgeSparseVectorParams(modifier=Modifier.Idf)},
+        hnsw_config=HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=FULL_SCAN_THRESHOLD, memory=Memory.Cold),
+        optimizers=EdgeOptimizersConfig(default_segment_number=SEGMENTS, max_segment_size=MAX_SEGMENT_KB,
+                                        indexing_threshold=100)))
+    shard.update(UpdateOperation.upsert_points([
+        Point(point_id(c.id), {"": v.tolist(), SPARSE_VECTOR: document_words(c.text, "English")}, payload(c))
+        for c, v in zip(chunks, vectors, strict=True)]))
+    shard.optimize()
+    shard.close()
+    assert segments_with_keyword_index_in_ram(qdrant.folder()) >= 1
+    with qdrant.open() as collection:
+        words = document_words("lighthouse gulls", "English")
+        before = ([h.chunk_id for h in collection.keyword_search(words, limit=40)],
+                  [h.chunk_id for h in collection.search(vectors[123], limit=5)])
+
+    assert qdrant.apply_settings() >= 1
+    assert segments_with_keyword_index_in_ram(qdrant.folder()) == 0
+    assert qdrant.apply_settings() == 0  # once
+    with qdrant.open() as collection:
+        assert collection.count() == len(chunks)
+        after = ([h.chunk_id for h in collection.keyword_search(words, limit=40)],
+                 [h.chunk_id for h in collection.search(vectors[123], limit=5)])
+    assert sorted(after[0]) == sorted(before[0]) == sorted(c.id for c in chunks[::50])
+    assert after[1] == before[1] and after[1][0] == "old-123"

@@ -23,7 +23,12 @@ from resources import settings
 from resources.errors import reaching
 from resources.qdrant.client import ClientCollection
 from resources.qdrant.collection import QdrantCollection
-from resources.qdrant.edge import EdgeCollection, SharedReads, lacks_keyword_vectors
+from resources.qdrant.edge import (
+    EdgeCollection,
+    SharedReads,
+    lacks_keyword_vectors,
+    segments_with_keyword_index_in_ram,
+)
 
 
 class QdrantResource(ConfigurableResource):
@@ -44,6 +49,11 @@ class QdrantResource(ConfigurableResource):
     def drop_if_before_keyword_search(self) -> bool:
         """Delete a collection made before keyword search (points without `bm25` vectors, which
         cannot be added in place); True if one was: it must be rebuilt from Postgres."""
+        raise NotImplementedError
+
+    def apply_settings(self) -> int:
+        """Bring a collection's stored parts onto this code's settings where that takes a rebuild of
+        them (Qdrant Edge's segments); how many were rebuilt."""
         raise NotImplementedError
 
 
@@ -77,6 +87,9 @@ class QdrantServerResource(QdrantResource):
                 collection.drop()
                 return True
         return False
+
+    def apply_settings(self) -> int:
+        return 0  # a server keeps its segments' settings itself
 
 
 class QdrantEdgeResource(QdrantResource):
@@ -118,3 +131,12 @@ class QdrantEdgeResource(QdrantResource):
             return False
         shutil.rmtree(self.folder())
         return True
+
+    def apply_settings(self) -> int:
+        """Segments made before the keyword index was memory-mapped hold it in RAM in every process that
+        opens the shard (~35 MB per full segment): they are rebuilt once, here rather than in a run."""
+        behind = segments_with_keyword_index_in_ram(self.folder())
+        if behind:
+            with self.open() as collection:
+                collection.optimize_on_close()
+        return behind
