@@ -70,6 +70,8 @@ def main() -> None:
     progress = json.loads(progress_file.read_text()) if args.resume and progress_file.exists() else None
     if progress is not None and progress["shape"] != shape:
         raise SystemExit(f"--resume: the run in {args.work} was started with {progress['shape']}, not {shape}")
+    if args.stop_after_wave is not None and args.stop_after_wave <= len(progress["waves"] if progress else []):
+        raise SystemExit(f"--stop-after-wave {args.stop_after_wave}: waves 1-{len(progress['waves'])} are done already")
     pool = paragraph_pool()
     model = build_standin_model(PROJECT / "bench" / ".state" / "standin-minilm-calibrated", pool)
     os.environ.update({
@@ -90,6 +92,18 @@ def main() -> None:
         progress["resumed_waves"].append(len(progress["waves"]) + 1)
     files = sorted(path.name for path in [*staging.glob("*.txt"), *library.glob("*.txt")])
     own_servers(args.work / "state")
+    if args.resume:
+        # What the code resumed with needs of the stores (e.g. Qdrant segments rebuilt under new
+        # settings), done and timed apart, not inside the next wave's figures.
+        migrating = time.perf_counter()
+        output = subprocess.run([CORPUS, "migrate"], check=True, capture_output=True, text=True).stdout.strip()
+        progress.setdefault("migrations", []).append({"before_wave": len(progress["waves"]) + 1, "output": output,
+                                                       "seconds": round(time.perf_counter() - migrating, 1)})
+        print(f"== corpus migrate: {output}", flush=True)
+
+    def save() -> None:
+        progress_file.write_text(json.dumps(
+            {**progress, "seconds_before": progress["seconds_before"] + time.perf_counter() - started}))
 
     waves = progress["waves"]
     per_wave = -(-args.books // args.waves)
@@ -100,15 +114,25 @@ def main() -> None:
             if (staging / name).exists():  # a resumed wave's files may be in the library already
                 (staging / name).rename(library / name)
         waves.append(timed_ingest(f"wave {index + 1}: books {first}..{min(first + per_wave, args.books) - 1}"))
-        progress_file.write_text(json.dumps(
-            {**progress, "seconds_before": progress["seconds_before"] + time.perf_counter() - started}))
+        save()
         if index + 1 == args.stop_after_wave or (args.work / "stop").exists():
             (args.work / "stop").unlink(missing_ok=True)
             print(f"== stopped after wave {index + 1}; go on with --resume", flush=True)
             return
+    if "finals" not in progress:
+        progress["finals"] = finals(args, waves, progress)
+        save()
+    results = progress["finals"]
+    write_results(results, progress["seconds_before"] + time.perf_counter() - started)
+    results["flatness_side_by_side"] = flatness_side_by_side(args, pool)
+    write_results(results, progress["seconds_before"] + time.perf_counter() - started)
+    print(json.dumps({k: v for k, v in results.items() if k != "waves_detail"}, indent=2))
+
+
+def finals(args: argparse.Namespace, waves: list[dict], progress: dict) -> dict:
+    """The no-change re-run, then what is measured on the full library (saved: a resume skips them)."""
     cold_wall = sum(w["wall_s"] for w in waves)
     again = timed_ingest("no-change re-run")
-
     results = {
         "stand_in_encoder": "StaticEmbedding of all-MiniLM-L6-v2's tokenizer and token embeddings (384-d); not MiniLM",
         "books": args.books, "chunks": chunk_count(), "books_per_run": args.books_per_run, "waves": len(waves),
@@ -123,14 +147,13 @@ def main() -> None:
                              key=lambda p: p["anon_gib"], default=None),
         "no_change_rerun_fraction": round(again["wall_s"] / cold_wall, 4),
         "waves_detail": waves,
-        # Waves a resumed run went on from (an interrupted wave's first part is not in its figures).
+        # Waves a run went on from with --resume (after a clean stop at a wave boundary, or an
+        # interruption: then the wave's first part is not in its figures), and the migrations run then.
         "resumed_waves": progress["resumed_waves"],
+        "migrations_on_resume": progress.get("migrations", []),
     }
     results.update(after_ingest(args.queries, args.idle_seconds))
-    write_results(results, progress["seconds_before"] + time.perf_counter() - started)
-    results["flatness_side_by_side"] = flatness_side_by_side(args, pool)
-    write_results(results, progress["seconds_before"] + time.perf_counter() - started)
-    print(json.dumps({k: v for k, v in results.items() if k != "waves_detail"}, indent=2))
+    return results
 
 
 def write_results(results: dict, seconds: float) -> None:
@@ -143,8 +166,14 @@ def write_results(results: dict, seconds: float) -> None:
 def flatness_side_by_side(args: argparse.Namespace, pool: list[str]) -> dict:
     """Flatness as a ratio of one sitting: the same new books (one run's worth) ingested into an empty
     library, then into the full one, minutes apart. The waves' ratio spans many hours, over which this
-    machine's speed drifts (stages that touch no index ran 1.2-1.4x slower in wave 5 than in wave 1)."""
-    probe = args.work / "probe"
+    machine's speed drifts (stages that touch no index ran 1.2-1.45x slower in wave 5 than in wave 1).
+    The empty library's run also pays what a first run pays (creating the Qdrant shard, an empty HNSW)."""
+    probe, library = args.work / "probe", args.work / "library"
+    leftover = [path for path in library.glob("scale_*.txt") if int(path.stem.split("_")[1]) >= args.books]
+    if leftover:  # from an earlier try cut short: out of the full library first (untimed)
+        for path in leftover:
+            path.unlink()
+        subprocess.run([CORPUS, "ingest"], check=True, capture_output=True)
     shutil.rmtree(probe, ignore_errors=True)
     (probe / "library").mkdir(parents=True)
     books = [write_book(probe / "library", number, pool, args.chars)
@@ -153,6 +182,8 @@ def flatness_side_by_side(args: argparse.Namespace, pool: list[str]) -> dict:
     os.environ.update({"CORPUS_STATE_DIR": str(probe / "state"), "CORPUS_LIBRARY_DIR": str(probe / "library")})
     for key in DAGSTER_ENV:  # set by dagster_home() for the full state's instance
         os.environ.pop(key, None)
+    # Its servers idle until the bench exits: stopped at once, they left the ingest's code server
+    # (still shutting down) waiting on Postgres for good.
     own_servers(probe / "state")
     empty = timed_ingest(f"side by side: {len(books)} new books into an empty library")
     for key, value in full_state.items():
@@ -161,7 +192,7 @@ def flatness_side_by_side(args: argparse.Namespace, pool: list[str]) -> dict:
         else:
             os.environ[key] = value
     for book in books:
-        shutil.copy2(book, args.work / "library" / book.name)
+        shutil.copy2(book, library / book.name)
     full = timed_ingest("side by side: the same books into the full library")
     return {"books": len(books), "empty_ms_per_chunk": round(non_encode_ms(empty), 3),
             "full_ms_per_chunk": round(non_encode_ms(full), 3),
@@ -356,14 +387,17 @@ def after_ingest(queries: int, idle_seconds: int) -> dict:
         tick = library_sensor(context)
     result["sensor_tick_seconds"] = round(time.perf_counter() - started, 2)
     result["sensor_tick_runs_requested"] = len(tick.run_requests)
-    for key, command in {"status_seconds": ["status", "--max-books", "10"],
-                         "remove_one_book_seconds": ["remove", "scale_00000"]}.items():
+    library = Path(os.environ["CORPUS_LIBRARY_DIR"])
+    removed = library / "scale_00000.txt"
+    commands = {"status_seconds": ["status", "--max-books", "10"], "remove_one_book_seconds": ["remove", removed.stem]}
+    if not removed.exists():  # removed by a try cut short before its results were saved
+        del commands["remove_one_book_seconds"]
+    for key, command in commands.items():
         started = time.perf_counter()
         subprocess.run([CORPUS, *command], check=True, capture_output=True)
         result[key] = round(time.perf_counter() - started, 2)
-    # Its file goes too, as a user's would: the library is 8,999 books from here on.
-    library = Path(os.environ["CORPUS_LIBRARY_DIR"])
-    (library / "scale_00000.txt").rename(library.parent / "staging" / "scale_00000.txt")
+    if removed.exists():  # its file goes too, as a user's would (the library of 8,999 books is measured no more)
+        removed.rename(library.parent / "staging" / removed.name)
     return result
 
 
@@ -537,7 +571,7 @@ def markdown(r: dict) -> str:
         ("sensor tick, unchanged library", f"{r['sensor_tick_seconds']} s"),
         ("Dagster database growth, daemon idle", f"{r['dagster_db_growth_mb_per_hour']} MB/hour "
          f"({r['dagster_db_growth']['ticks']} ticks in {r['dagster_db_growth']['window_seconds']} s)"),
-        ("corpus status / remove one book", f"{r['status_seconds']} / {r['remove_one_book_seconds']} s"),
+        ("corpus status / remove one book", f"{r['status_seconds']} / {r.get('remove_one_book_seconds', '–')} s"),
         ("store bytes", ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in r["store_bytes"].items())),
     ]
     stages = "\n".join(f"| {stage} | {ms} |" for stage, ms in r["ms_per_chunk"].items())

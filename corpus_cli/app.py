@@ -30,8 +30,6 @@ def migrate() -> None:
     """Bring the corpus database's schema to the revision this code needs (Alembic upgrade head),
     rebuild from Postgres a Qdrant collection made before keyword search, and Qdrant Edge segments
     made under older settings."""
-    import time
-
     from corpus_cli.instance import code_location_resources
     from resources.postgres import head_revision
     from resources.postgres import migrate as upgrade
@@ -39,10 +37,13 @@ def migrate() -> None:
     with code_location_resources("postgres", "qdrant") as stores:
         upgrade(stores.postgres.url())
         outdated = stores.qdrant.drop_if_before_keyword_search()
-        started = time.perf_counter()
-        if rebuilt := stores.qdrant.apply_settings():
-            console.print(f"Qdrant Edge: {rebuilt} segments rebuilt with their keyword index memory-mapped "
-                          f"({time.perf_counter() - started:.0f} s, once)")
+        if behind := stores.qdrant.segments_behind_settings():
+            console.print(f"Qdrant Edge: rebuilding {behind} segments to memory-map their keyword index (once; "
+                          "Qdrant searches wait meanwhile)")
+            started = time.perf_counter()
+            left = stores.qdrant.apply_settings()
+            console.print(f"Qdrant Edge: {behind - left} segments rebuilt in {time.perf_counter() - started:.0f} s"
+                          + (f"; {left} still hold their keyword index in RAM" if left else ""))
         with stores.postgres.db() as db, stores.qdrant.open() as collection:
             # Also after a rebuild that was cut short: Postgres holds books and Qdrant none.
             empty = db.has_chunks() and collection.count() == 0

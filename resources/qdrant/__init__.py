@@ -51,9 +51,13 @@ class QdrantResource(ConfigurableResource):
         cannot be added in place); True if one was: it must be rebuilt from Postgres."""
         raise NotImplementedError
 
+    def segments_behind_settings(self) -> int:
+        """Stored parts of the collection (Qdrant Edge's segments) made under settings this code changed
+        in a way that takes a rebuild of them (`apply_settings`)."""
+        raise NotImplementedError
+
     def apply_settings(self) -> int:
-        """Bring a collection's stored parts onto this code's settings where that takes a rebuild of
-        them (Qdrant Edge's segments); how many were rebuilt."""
+        """Rebuild the parts `segments_behind_settings` counts; how many are still behind afterwards."""
         raise NotImplementedError
 
 
@@ -88,8 +92,11 @@ class QdrantServerResource(QdrantResource):
                 return True
         return False
 
-    def apply_settings(self) -> int:
+    def segments_behind_settings(self) -> int:
         return 0  # a server keeps its segments' settings itself
+
+    def apply_settings(self) -> int:
+        return 0
 
 
 class QdrantEdgeResource(QdrantResource):
@@ -132,11 +139,15 @@ class QdrantEdgeResource(QdrantResource):
         shutil.rmtree(self.folder())
         return True
 
+    def segments_behind_settings(self) -> int:
+        """Segments made before the keyword index was memory-mapped: they hold it in RAM in every process
+        that opens the shard (~35 MB per full segment)."""
+        return segments_with_keyword_index_in_ram(self.folder())
+
     def apply_settings(self) -> int:
-        """Segments made before the keyword index was memory-mapped hold it in RAM in every process that
-        opens the shard (~35 MB per full segment): they are rebuilt once, here rather than in a run."""
-        behind = segments_with_keyword_index_in_ram(self.folder())
-        if behind:
+        """Rebuilt by Edge's optimizer (loading applied the settings to the shard). `corpus migrate` does
+        it before any run rather than inside one; the shard is held meanwhile (Qdrant searches wait)."""
+        if self.segments_behind_settings():
             with self.open() as collection:
                 collection.optimize_on_close()
-        return behind
+        return self.segments_behind_settings()

@@ -99,7 +99,10 @@ def segments_with_keyword_index_in_ram(folder: Path) -> int:
     an optimize under the current settings rebuilds them. Reads Edge's segment files (pinned format)."""
     in_ram = 0
     for segment in (folder / "segments").glob("*/segment.json"):
-        sparse = json.loads(segment.read_text())["config"].get("sparse_vector_data", {}).get(SPARSE_VECTOR, {})
+        try:
+            sparse = json.loads(segment.read_text())["config"].get("sparse_vector_data", {}).get(SPARSE_VECTOR, {})
+        except (FileNotFoundError, json.JSONDecodeError):  # a segment an optimizer is replacing right now
+            continue
         in_ram += sparse.get("index", {}).get("index_type") == "ImmutableRam"
     return in_ram
 
