@@ -39,11 +39,11 @@ def migrate() -> None:
         outdated = stores.qdrant.drop_if_before_keyword_search()
         if behind := stores.qdrant.segments_behind_settings():
             console.print(f"Qdrant Edge: rebuilding {behind} segments to memory-map their keyword index (once; "
-                          "Qdrant searches wait meanwhile)")
+                          "Qdrant searches wait meanwhile)", soft_wrap=True)
             started = time.perf_counter()
             left = stores.qdrant.apply_settings()
             console.print(f"Qdrant Edge: {behind - left} segments rebuilt in {time.perf_counter() - started:.0f} s"
-                          + (f"; {left} still hold their keyword index in RAM" if left else ""))
+                          + (f"; {left} still hold their keyword index in RAM" if left else ""), soft_wrap=True)
         with stores.postgres.db() as db, stores.qdrant.open() as collection:
             # Also after a rebuild that was cut short: Postgres holds books and Qdrant none.
             empty = db.has_chunks() and collection.count() == 0
