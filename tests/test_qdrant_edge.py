@@ -8,19 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from qdrant_edge import (
-    Distance,
-    EdgeConfig,
-    EdgeOptimizersConfig,
-    EdgeShard,
-    EdgeSparseVectorParams,
-    EdgeVectorParams,
-    HnswIndexConfig,
-    Memory,
-    Modifier,
-    Point,
-    UpdateOperation,
-)
+import qdrant_edge as edge
 
 from resources.errors import SchemaOutOfDate
 from resources.qdrant import QdrantEdgeResource
@@ -50,7 +38,7 @@ def test_a_collection_past_the_exact_search_size_is_indexed_and_every_point_is_f
         collection.upsert(small, small_vectors, "English")
         collection.upsert(small, small_vectors, "English")  # a re-run overwrites, never duplicates
 
-    shard = EdgeShard.load(str(qdrant.folder()))  # closed above after building its HNSW index
+    shard = edge.EdgeShard.load(str(qdrant.folder()))  # closed above after building its HNSW index
     try:
         assert shard.info().indexed_vectors_count >= FULL_SCAN_THRESHOLD
     finally:
@@ -108,9 +96,9 @@ def test_a_shard_from_before_keyword_search_is_refused_until_migrate_rebuilds_it
     run `corpus migrate`, which deletes it (and rebuilds it from Postgres); the new shard has the
     scale settings (memory-mapped vectors and graph, capped segments) and keyword vectors."""
     qdrant.folder().mkdir(parents=True)
-    EdgeShard.create(str(qdrant.folder()), EdgeConfig(
-        vectors=EdgeVectorParams(size=DIMENSION, distance=Distance.Cosine),
-        hnsw_config=HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=FULL_SCAN_THRESHOLD))).close()
+    edge.EdgeShard.create(str(qdrant.folder()), edge.EdgeConfig(
+        vectors=edge.EdgeVectorParams(size=DIMENSION, distance=edge.Distance.Cosine),
+        hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=FULL_SCAN_THRESHOLD))).close()
     with pytest.raises(SchemaOutOfDate, match="predates keyword search.*run `corpus migrate`"), qdrant.open():
         pass
 
@@ -138,14 +126,15 @@ def test_segments_that_hold_the_keyword_index_in_ram_are_rebuilt_once_by_apply_s
               for i in range(2_000)]
     vectors = _vectors(len(chunks), 6)
     qdrant.folder().mkdir(parents=True)
-    shard = EdgeShard.create(str(qdrant.folder()), EdgeConfig(  # the settings of the previous release
-        vectors=EdgeVectorParams(size=DIMENSION, distance=Distance.Cosine, memory=Memory.Cold),
-        sparse_vectors={SPARSE_VECTOR: EdgeSparseVectorParams(modifier=Modifier.Idf)},
-        hnsw_config=HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=FULL_SCAN_THRESHOLD, memory=Memory.Cold),
-        optimizers=EdgeOptimizersConfig(default_segment_number=SEGMENTS, max_segment_size=MAX_SEGMENT_KB,
-                                        indexing_threshold=100)))
-    shard.update(UpdateOperation.upsert_points([
-        Point(point_id(c.id), {"": v.tolist(), SPARSE_VECTOR: document_words(c.text, "English")}, payload(c))
+    shard = edge.EdgeShard.create(str(qdrant.folder()), edge.EdgeConfig(  # the settings of the previous release
+        vectors=edge.EdgeVectorParams(size=DIMENSION, distance=edge.Distance.Cosine, memory=edge.Memory.Cold),
+        sparse_vectors={SPARSE_VECTOR: edge.EdgeSparseVectorParams(modifier=edge.Modifier.Idf)},
+        hnsw_config=edge.HnswIndexConfig(m=16, ef_construct=128, full_scan_threshold=FULL_SCAN_THRESHOLD,
+                                         memory=edge.Memory.Cold),
+        optimizers=edge.EdgeOptimizersConfig(default_segment_number=SEGMENTS, max_segment_size=MAX_SEGMENT_KB,
+                                             indexing_threshold=100)))
+    shard.update(edge.UpdateOperation.upsert_points([
+        edge.Point(point_id(c.id), {"": v.tolist(), SPARSE_VECTOR: document_words(c.text, "English")}, payload(c))
         for c, v in zip(chunks, vectors, strict=True)]))
     shard.optimize()
     shard.close()
