@@ -37,7 +37,6 @@ PROJECT = Path(__file__).resolve().parents[1]
 RESULTS = PROJECT / "bench" / "results" / "scale"
 CORPUS = str(Path(sys.executable).with_name("corpus"))
 ENCODE_STAGE = "chunk_embeddings"
-STATE_ENV = ("CORPUS_STATE_DIR", "CORPUS_LIBRARY_DIR")
 DAGSTER_ENV = ("DAGSTER_HOME", "CORPUS_DAGSTER_PG_URL")
 EF_SWEEP = (64, 100, 200, 400)  # HNSW search effort tried in both stores (must include the default)
 ASSET_STEPS = {"raw_books", "book_text", "book_chunks", "chunk_embeddings", "pgvector_chunks", "qdrant_points",
@@ -178,7 +177,7 @@ def flatness_side_by_side(args: argparse.Namespace, pool: list[str]) -> dict:
     (probe / "library").mkdir(parents=True)
     books = [write_book(probe / "library", number, pool, args.chars)
              for number in range(args.books, args.books + args.books_per_run)]
-    full_state = {key: os.environ.get(key) for key in (*STATE_ENV, *DAGSTER_ENV)}
+    full_state = dict(os.environ)
     os.environ.update({"CORPUS_STATE_DIR": str(probe / "state"), "CORPUS_LIBRARY_DIR": str(probe / "library")})
     for key in DAGSTER_ENV:  # set by dagster_home() for the full state's instance
         os.environ.pop(key, None)
@@ -186,11 +185,8 @@ def flatness_side_by_side(args: argparse.Namespace, pool: list[str]) -> dict:
     # (still shutting down) waiting on Postgres for good.
     own_servers(probe / "state")
     empty = timed_ingest(f"side by side: {len(books)} new books into an empty library")
-    for key, value in full_state.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    os.environ.clear()
+    os.environ.update(full_state)
     for book in books:
         shutil.copy2(book, library / book.name)
     full = timed_ingest("side by side: the same books into the full library")
