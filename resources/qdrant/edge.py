@@ -7,9 +7,11 @@ Edge has no background optimizer: a piece of work that wrote runs `optimize()` b
 indexes the segments that outgrew the indexing threshold (HNSW) and merges small ones.
 
 At scale (bench/results/scale.md) these settings keep a shard's cost flat as it grows: vectors, the
-HNSW graph and the keyword (bm25) index are memory-mapped (`Memory.Cold`: the page cache holds them,
-not the process; with the defaults a holder kept ~3 KB per point resident and peaked at twice that
-while optimizing, and the keyword index alone ~0.28 KB per point: 35 MB per full segment), and
+HNSW graph and the keyword (bm25) index are memory-mapped (`Memory.Cold`: read from disk as searches
+need them, not held by the process; with the defaults a holder kept ~3 KB per point resident and
+peaked at twice that while optimizing, and the keyword index alone ~0.28 KB per point: 35 MB per full
+segment. Their pages were not found in the page cache after the shard closed, so a new holder starts
+cold: bench/results/retrieval_at_scale.md), and
 segments stop merging at MAX_SEGMENT_KB, so an optimize re-indexes at most one segment's worth of
 points instead of rebuilding ever larger ones (measured: optimize seconds per 15k points written
 grew 6 -> 23 between 15k and 255k points with the defaults' 2 segments).
