@@ -2,8 +2,11 @@
 between holders, and its point bookkeeping (the pipeline's own tests run on it end to end)."""
 
 import json
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -61,6 +64,32 @@ def test_a_collection_past_the_exact_search_size_is_indexed_and_every_point_is_f
         assert collection.delete_book_except("small", [c.id for c in small[:20]]) == 30
         assert collection.delete_book("big") == len(big)
         assert collection.points_per_book(["big", "small"]) == {"big": 0, "small": 20}
+
+
+def _bytes_in_page_cache(files: list[str]) -> int:
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", *files],
+                         capture_output=True, text=True, check=True).stdout
+    return sum(int(size) for size in out.split())
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
+def test_a_long_lived_reader_reads_the_vectors_back_into_the_page_cache_edge_drops_on_close(
+        qdrant: QdrantEdgeResource):
+    chunks, vectors = _chunks("big", FULL_SCAN_THRESHOLD + 2_000), _vectors(FULL_SCAN_THRESHOLD + 2_000, 5)
+    with qdrant.open() as collection:
+        collection.ensure_collection(DIMENSION)
+        collection.upsert(chunks, vectors, "English")
+    files = [str(path) for path in qdrant.folder().glob("segments/*/vector_storage/matrix.dat")]
+    size = sum(Path(file).stat().st_size for file in files)
+    assert size > 0 and _bytes_in_page_cache(files) < size / 2  # dropped when the writer closed the shard
+
+    with qdrant.shared_reads() as reads:
+        with reads.open():
+            pass
+        reads.wait_warm(timeout=60)
+        assert _bytes_in_page_cache(files) >= 0.99 * size
+        with reads.open() as collection:
+            assert collection.search(vectors[9], limit=1)[0].chunk_id == chunks[9].id
 
 
 def test_a_second_holder_waits_for_the_shard_instead_of_failing(qdrant: QdrantEdgeResource):
