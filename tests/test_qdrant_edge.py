@@ -86,8 +86,8 @@ def test_a_long_lived_reader_reads_the_vectors_back_into_the_page_cache_edge_dro
     with qdrant.shared_reads() as reads:
         with reads.open():
             pass
-        reads.wait_warm(timeout=60)
-        assert _bytes_in_page_cache(files) >= 0.99 * size
+        assert reads.wait_warm(timeout=60)
+        assert _bytes_in_page_cache(files) >= 0.9 * size
         with reads.open() as collection:
             assert collection.search(vectors[9], limit=1)[0].chunk_id == chunks[9].id
 

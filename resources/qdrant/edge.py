@@ -259,15 +259,20 @@ def _read_into_page_cache(folder: Path, stop: threading.Event) -> None:
     holder's searches find them in the page cache. Goes around Edge, which has no warm-up call for a
     holder (its `Memory.Cached` tier pre-reads in every holder, writers included): reads the files of
     its segment layout (pinned version). Measured at 60k points: cold p50 13 ms, after this 1.1 ms."""
-    for path in sorted(folder.glob("segments/*/vector_storage/*")) + sorted(folder.glob("segments/*/vector_index/*")):
-        try:
-            with path.open("rb", buffering=0) as file:
-                while not stop.is_set() and file.read(1 << 24):
-                    pass
-        except OSError:  # a directory, or a segment an optimizer replaced meanwhile
-            continue
+    try:
+        files = [path for part in ("vector_storage", "vector_index") for path in folder.glob(f"segments/*/{part}/**/*")
+                 if path.is_file()]
+    except OSError:  # a segment an optimizer replaced while listing: warm what the next open finds
+        return
+    for path in sorted(files):
         if stop.is_set():
             return
+        try:
+            with path.open("rb", buffering=0) as file:
+                while not stop.is_set() and file.read(1 << 22):
+                    pass
+        except OSError:  # a segment an optimizer replaced meanwhile
+            continue
 
 
 def _waiting_room(folder: Path) -> Path:
@@ -350,10 +355,14 @@ class SharedReads:
                 self._warming = warmer, stop
             yield self._collection
 
-    def wait_warm(self, timeout: float | None = None) -> None:
-        """Wait until the shard opened last has been read into the page cache (or handed back)."""
-        if self._warming is not None:
-            self._warming[0].join(timeout)
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Wait until the shard opened last has been read into the page cache (or handed back); False
+        if it is still being read after `timeout` seconds."""
+        warming = self._warming
+        if warming is not None:
+            warming[0].join(timeout)
+            return not warming[0].is_alive()
+        return True
 
     def _busy(self) -> StoreUnavailable:
         return StoreUnavailable(f"Qdrant Edge ({self._folder}) is being written (an ingest holds it): "
