@@ -34,6 +34,32 @@ def test_server_listens_on_a_unix_socket_only_with_its_settings(pg_socket):
         assert conn.execute("SHOW shared_buffers").fetchone()[0] == embedded_postgres.SERVER_SETTINGS["shared_buffers"]
 
 
+def test_buffered_pages_are_read_back_after_a_restart(pg_socket, state_dir, database_url):
+    """autoprewarm: an index in shared buffers at shutdown is in them again after the restart, unread by
+    any query (what a search service finds after a reboot)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        # No autovacuum: it would read the table back itself after the restart.
+        conn.execute("CREATE TABLE pages (id int PRIMARY KEY, body text) WITH (autovacuum_enabled = off)")
+        conn.execute("INSERT INTO pages SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i")
+        conn.execute("SELECT count(*) FROM pages WHERE id > 0")  # reads the table and its index
+        assert _buffered(conn, "pages_pkey") > 0
+
+    embedded_postgres.restart_server(state_dir / "postgres")  # a clean shutdown saves the list of pages
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        deadline = time.monotonic() + 10  # read back by a background worker after the start
+        while time.monotonic() < deadline and not (_buffered(conn, "pages") and _buffered(conn, "pages_pkey")):
+            time.sleep(0.2)
+        assert _buffered(conn, "pages") > 0
+        assert _buffered(conn, "pages_pkey") > 0
+
+
+def _buffered(conn, relation: str) -> int:
+    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
+    return conn.execute("SELECT count(*) FROM pg_buffercache WHERE relfilenode = pg_relation_filenode(%s::regclass) "
+                        "AND reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                        (relation,)).fetchone()[0]
+
+
 def _alive(pid):
     try:
         os.kill(pid, 0)

