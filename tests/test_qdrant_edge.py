@@ -15,6 +15,7 @@ import qdrant_edge as edge
 
 from resources.errors import SchemaOutOfDate
 from resources.qdrant import QdrantEdgeResource
+from resources.qdrant import collection as qdrant_collection
 from resources.qdrant.collection import SPARSE_VECTOR, document_words, payload, point_id
 from resources.qdrant.edge import FULL_SCAN_THRESHOLD, MAX_SEGMENT_KB, SEGMENTS
 
@@ -52,6 +53,11 @@ def test_a_collection_past_the_exact_search_size_is_indexed_and_every_point_is_f
         assert collection.status() == "green"
         assert collection.count() == len(big) + len(small)
         assert collection.points_per_book(["big", "small", "absent"]) == {"big": len(big), "small": 50, "absent": 0}
+        # Asked for more books than a filter serves well: every book gone over, the asked ones kept.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(qdrant_collection, "FILTER_MAX_BOOKS", 1)
+            assert collection.points_per_book(["small", "absent"]) == {"small": 50, "absent": 0}
+            assert collection.chunk_ids_per_book(["small", "absent"]) == {"small": {c.id for c in small}, "absent": set()}
         ids = collection.chunk_ids_per_book(["big", "small"])  # more than one scroll page
         assert ids == {"big": {c.id for c in big}, "small": {c.id for c in small}}
         assert collection.book_ids() == {"big", "small"}

@@ -8,6 +8,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_edge import SparseVector
 
 from resources.qdrant.collection import (
+    ALL_BOOKS,
     HNSW_M,
     SPARSE_VECTOR,
     UPLOAD_BATCH,
@@ -15,6 +16,7 @@ from resources.qdrant.collection import (
     PointHit,
     as_hits,
     document_words,
+    filter_books,
     payload,
     point_id,
 )
@@ -87,30 +89,33 @@ class ClientCollection:
     def points_per_book(self, book_ids: Sequence[str]) -> dict[str, int]:
         """How many points each book has, in one request."""
         counts = dict.fromkeys(book_ids, 0)
-        if not book_ids or not self.client.collection_exists(self.name):
+        if not counts or not self.client.collection_exists(self.name):
             return counts
-        hits = self.client.facet(self.name, "book_id", facet_filter=_books_filter(book_ids), limit=len(book_ids),
-                                 exact=True).hits
-        return counts | {hit.value: hit.count for hit in hits}
+        only = filter_books(counts)
+        hits = self.client.facet(self.name, "book_id", facet_filter=None if only is None else _books_filter(only),
+                                 limit=ALL_BOOKS if only is None else len(only), exact=True).hits
+        return counts | {hit.value: hit.count for hit in hits if hit.value in counts}
 
     def chunk_ids_per_book(self, book_ids: Sequence[str]) -> dict[str, set[str]]:
         """The chunk ids of each book's points, scrolled for all the books at once."""
         found: dict[str, set[str]] = {book_id: set() for book_id in book_ids}
-        if not book_ids or not self.client.collection_exists(self.name):
+        if not found or not self.client.collection_exists(self.name):
             return found
-        offset = None
+        only, offset = filter_books(found), None
         while True:
-            points, offset = self.client.scroll(self.name, scroll_filter=_books_filter(book_ids), limit=10_000,
-                                                offset=offset, with_payload=["book_id", "chunk_id"], with_vectors=False)
+            points, offset = self.client.scroll(self.name, scroll_filter=None if only is None else _books_filter(only),
+                                                limit=10_000, offset=offset, with_payload=["book_id", "chunk_id"],
+                                                with_vectors=False)
             for point in points:
-                found[point.payload["book_id"]].add(point.payload["chunk_id"])
+                if point.payload["book_id"] in found:
+                    found[point.payload["book_id"]].add(point.payload["chunk_id"])
             if offset is None:
                 return found
 
     def book_ids(self) -> set[str]:
         if not self.client.collection_exists(self.name):
             return set()
-        return {hit.value for hit in self.client.facet(self.name, "book_id", limit=1_000_000, exact=True).hits}
+        return {hit.value for hit in self.client.facet(self.name, "book_id", limit=ALL_BOOKS, exact=True).hits}
 
     def count(self) -> int:
         return self.client.count(self.name, exact=True).count if self.client.collection_exists(self.name) else 0

@@ -21,6 +21,12 @@ UPLOAD_BATCH = 1024
 
 
 SPARSE_VECTOR = "bm25"
+# A facet over every book: a limit above any library's number of books.
+ALL_BOOKS = 1_000_000
+# A filter listing book ids costs Qdrant more per point the more ids it lists (Edge, 1.4M points,
+# exact facet: 100 books 0.06 s, 1,000 books 4.2 s, 9,099 books 273 s; every book 0.8 s). A count or
+# scroll for more books than this goes over every book and keeps the asked ones.
+FILTER_MAX_BOOKS = 200
 
 
 @functools.cache
@@ -42,6 +48,11 @@ def query_words(query: str, languages: Iterable[str | None]) -> SparseVector:
     """A query's words as the collection's books index them, under each of their languages."""
     indices = sorted({i for language in set(languages) or {None} for i in _bm25(language).embed_query(query).indices})
     return SparseVector(indices=indices, values=[1.0] * len(indices))
+
+
+def filter_books(book_ids: Collection[str]) -> list[str] | None:
+    """The book ids to filter on, or None when they are too many to: go over every book, keep theirs."""
+    return list(book_ids) if len(book_ids) <= FILTER_MAX_BOOKS else None
 
 
 def point_id(chunk_id: str) -> str:

@@ -58,6 +58,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from resources.errors import SchemaOutOfDate, StoreUnavailable
 from resources.qdrant.collection import (
+    ALL_BOOKS,
     HNSW_M,
     SPARSE_VECTOR,
     UPLOAD_BATCH,
@@ -65,6 +66,7 @@ from resources.qdrant.collection import (
     PointHit,
     as_hits,
     document_words,
+    filter_books,
     payload,
     point_id,
 )
@@ -199,30 +201,32 @@ class EdgeCollection:
 
     def points_per_book(self, book_ids: Sequence[str]) -> dict[str, int]:
         counts = dict.fromkeys(book_ids, 0)
-        if not book_ids or self._shard is None:
+        if not counts or self._shard is None:
             return counts
-        hits = self._shard.facet(FacetRequest(key="book_id", limit=len(book_ids), exact=True,
-                                              filter=_books_filter(book_ids))).hits
-        return counts | {hit.value: hit.count for hit in hits}
+        only = filter_books(counts)
+        hits = self._shard.facet(FacetRequest(key="book_id", limit=ALL_BOOKS if only is None else len(only), exact=True,
+                                              filter=None if only is None else _books_filter(only))).hits
+        return counts | {hit.value: hit.count for hit in hits if hit.value in counts}
 
     def chunk_ids_per_book(self, book_ids: Sequence[str]) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {book_id: set() for book_id in book_ids}
-        if not book_ids or self._shard is None:
+        if not found or self._shard is None:
             return found
-        offset = None
+        only, offset = filter_books(found), None
         while True:
             records, offset = self._shard.scroll(ScrollRequest(
-                offset=offset, limit=10_000, filter=_books_filter(book_ids), with_payload=["book_id", "chunk_id"],
-                with_vector=False))
+                offset=offset, limit=10_000, filter=None if only is None else _books_filter(only),
+                with_payload=["book_id", "chunk_id"], with_vector=False))
             for record in records:
-                found[record.payload["book_id"]].add(record.payload["chunk_id"])
+                if record.payload["book_id"] in found:
+                    found[record.payload["book_id"]].add(record.payload["chunk_id"])
             if offset is None:
                 return found
 
     def book_ids(self) -> set[str]:
         if self._shard is None:
             return set()
-        return {hit.value for hit in self._shard.facet(FacetRequest(key="book_id", limit=1_000_000, exact=True)).hits}
+        return {hit.value for hit in self._shard.facet(FacetRequest(key="book_id", limit=ALL_BOOKS, exact=True)).hits}
 
     def count(self) -> int:
         return self._shard.count(CountRequest(exact=True)) if self._shard is not None else 0
