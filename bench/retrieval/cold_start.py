@@ -5,7 +5,8 @@ Each arm: `corpus serve` runs bench-retrieval's load test once (its traffic fill
 buffers), the server stops cleanly (autoprewarm writes its list), the list is deleted in the
 "without" arm, every file of the server's data folder is dropped from the page cache
 (posix_fadvise DONTNEED: clean pages, no root needed), and `corpus serve` starts again (and with it
-the server): the first pass of the next load test is the cold start.
+the server): the first pass of the next load test is Postgres' cold start. Qdrant's columns are not a
+cold start of the same kind: its shard is warmed by the service itself each time it opens it.
 
     .venv/bin/python bench/retrieval/cold_start.py bench/.state/scale/state
 
@@ -41,8 +42,11 @@ def main() -> None:
     for arm in ARMS:
         bench.load(queries, 1, args.port, "onnx", 1)
         _stop(pgdata)
+        listed = pgdata / "autoprewarm.blocks"
+        if not listed.exists():
+            raise SystemExit(f"cold_start: {pgdata} has no autoprewarm list after a clean stop (is pg_prewarm loaded?)")
         if arm == "without":
-            (pgdata / "autoprewarm.blocks").unlink()
+            listed.unlink()
         _drop_from_page_cache(pgdata)
         first = bench.load(queries, 1, args.port, "onnx", 1)  # `corpus serve` starts the server again
         results[arm] = {"first_pass": first["warm_up"], "warm": {key: first["one_client"][key] for key in ("p50_ms", "p95_ms")}}
@@ -51,10 +55,13 @@ def main() -> None:
     print(markdown(results))
 
 
-def _stop(pgdata: Path) -> None:
+def _stop(pgdata: Path, timeout: float = 120) -> None:
     """A clean (fast) shutdown; waited for by its pid file (the process may linger as a zombie here)."""
     os.kill(int((pgdata / "postmaster.pid").read_text().split()[0]), signal.SIGINT)
+    deadline = time.monotonic() + timeout
     while (pgdata / "postmaster.pid").exists():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"cold_start: the server of {pgdata} did not stop in {timeout:.0f} s")
         time.sleep(0.2)
 
 

@@ -15,6 +15,7 @@ from resources.qdrant.collection import (
     ChunkLike,
     PointHit,
     as_hits,
+    book_batches,
     document_words,
     filter_books,
     payload,
@@ -97,20 +98,21 @@ class ClientCollection:
         return counts | {hit.value: hit.count for hit in hits if hit.value in counts}
 
     def chunk_ids_per_book(self, book_ids: Sequence[str]) -> dict[str, set[str]]:
-        """The chunk ids of each book's points, scrolled for all the books at once."""
+        """The chunk ids of each book's points, scrolled for many books at once."""
         found: dict[str, set[str]] = {book_id: set() for book_id in book_ids}
         if not found or not self.client.collection_exists(self.name):
             return found
-        only, offset = filter_books(found), None
-        while True:
-            points, offset = self.client.scroll(self.name, scroll_filter=None if only is None else _books_filter(only),
-                                                limit=10_000, offset=offset, with_payload=["book_id", "chunk_id"],
-                                                with_vectors=False)
-            for point in points:
-                if point.payload["book_id"] in found:
+        for batch in book_batches(found):
+            offset = None
+            while True:
+                points, offset = self.client.scroll(self.name, scroll_filter=_books_filter(batch), limit=10_000,
+                                                    offset=offset, with_payload=["book_id", "chunk_id"],
+                                                    with_vectors=False)
+                for point in points:
                     found[point.payload["book_id"]].add(point.payload["chunk_id"])
-            if offset is None:
-                return found
+                if offset is None:
+                    break
+        return found
 
     def book_ids(self) -> set[str]:
         if not self.client.collection_exists(self.name):

@@ -7,7 +7,7 @@ applies IDF), payload `book_id` (indexed), `chunk_id`, `ordinal`, `chapter`, `te
 
 import functools
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,8 +24,9 @@ SPARSE_VECTOR = "bm25"
 # A facet over every book: a limit above any library's number of books.
 ALL_BOOKS = 1_000_000
 # A filter listing book ids costs Qdrant more per point the more ids it lists (Edge, 1.4M points,
-# exact facet: 100 books 0.06 s, 1,000 books 4.2 s, 9,099 books 273 s; every book 0.8 s). A count or
-# scroll for more books than this goes over every book and keeps the asked ones.
+# exact facet: 100 books 0.06 s, 1,000 books 4.2 s, 9,099 books 273 s; every book, unfiltered, 0.8 s).
+# Counts for more books than this go over every book and keep the asked ones; scrolls filter on this
+# many at a time (all 9,099 books' chunk ids, 1.4M points: 27.6 s, unfiltered 38.7 s).
 FILTER_MAX_BOOKS = 200
 
 
@@ -51,8 +52,15 @@ def query_words(query: str, languages: Iterable[str | None]) -> SparseVector:
 
 
 def filter_books(book_ids: Collection[str]) -> list[str] | None:
-    """The book ids to filter on, or None when they are too many to: go over every book, keep theirs."""
+    """The book ids for a count to filter on, or None when they are too many to: count every book."""
     return list(book_ids) if len(book_ids) <= FILTER_MAX_BOOKS else None
+
+
+def book_batches(book_ids: Collection[str]) -> Iterator[list[str]]:
+    """The book ids, at most FILTER_MAX_BOOKS at a time, for scrolls filtered on them."""
+    ids = list(book_ids)
+    for start in range(0, len(ids), FILTER_MAX_BOOKS):
+        yield ids[start:start + FILTER_MAX_BOOKS]
 
 
 def point_id(chunk_id: str) -> str:

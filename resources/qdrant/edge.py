@@ -65,6 +65,7 @@ from resources.qdrant.collection import (
     ChunkLike,
     PointHit,
     as_hits,
+    book_batches,
     document_words,
     filter_books,
     payload,
@@ -77,7 +78,8 @@ log = logging.getLogger(__name__)
 # than this (~6.7k 384-d points) scans those points exactly instead of walking the HNSW graph.
 FULL_SCAN_THRESHOLD = 10_000
 # Segments merge up to ~130k 384-d points (200 MB of vectors); the merge optimizer keeps about
-# SEGMENTS of them, more only once all are full (~10 at 1.35M points, each searched by its HNSW).
+# SEGMENTS of them, more only once all are full (12 at 1.4M points in the scale run, each searched by its
+# HNSW with the full ef: a search costs 6-8x one segment's).
 MAX_SEGMENT_KB = 200_000
 SEGMENTS = 8
 # Edge's config file in a shard folder: present once the shard was created.
@@ -210,18 +212,19 @@ class EdgeCollection:
 
     def chunk_ids_per_book(self, book_ids: Sequence[str]) -> dict[str, set[str]]:
         found: dict[str, set[str]] = {book_id: set() for book_id in book_ids}
-        if not found or self._shard is None:
+        if self._shard is None:
             return found
-        only, offset = filter_books(found), None
-        while True:
-            records, offset = self._shard.scroll(ScrollRequest(
-                offset=offset, limit=10_000, filter=None if only is None else _books_filter(only),
-                with_payload=["book_id", "chunk_id"], with_vector=False))
-            for record in records:
-                if record.payload["book_id"] in found:
+        for batch in book_batches(found):
+            offset = None
+            while True:
+                records, offset = self._shard.scroll(ScrollRequest(
+                    offset=offset, limit=10_000, filter=_books_filter(batch), with_payload=["book_id", "chunk_id"],
+                    with_vector=False))
+                for record in records:
                     found[record.payload["book_id"]].add(record.payload["chunk_id"])
-            if offset is None:
-                return found
+                if offset is None:
+                    break
+        return found
 
     def book_ids(self) -> set[str]:
         if self._shard is None:
