@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psycopg
-from pgvector.psycopg import register_vector
 
-from resources.postgres import embedded
+from scale import Truth, corpus_connection, stored_vectors  # bench-scale's exact search and recall
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCALE = PROJECT / "bench" / ".state" / "scale" / "state"
@@ -28,28 +26,15 @@ MERGED = Path("/tmp/bigseg-state")
 def main() -> None:
     from resources.qdrant import QdrantEdgeResource
 
-    sock = embedded.ensure_server(SCALE / "postgres")
+    os.environ["CORPUS_STATE_DIR"] = str(SCALE)
     t = time.perf_counter()
-    with psycopg.connect(embedded.url(sock, "corpus")) as c:
-        register_vector(c)
-        ids, vecs = [], []
-        with c.cursor().copy("COPY (SELECT id, embedding FROM chunks) TO STDOUT (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "vector"])
-            for i, v in copy.rows():
-                ids.append(i)
-                vecs.append(v.to_numpy())
-    corpus, ids = np.stack(vecs), np.array(ids)
-    del vecs
+    with corpus_connection() as conn:
+        ids, _, corpus = stored_vectors(conn)
     print("loaded", len(ids), round(time.perf_counter() - t), "s", flush=True)
     rng = np.random.default_rng(7)
     Q = corpus[rng.choice(len(ids), 300, replace=False)] + rng.normal(0, 0.02, (300, corpus.shape[1])).astype(np.float32)
     Q /= np.linalg.norm(Q, axis=1, keepdims=True)
-    scores = corpus @ Q.T
-    top = np.argpartition(-scores, 10, axis=0)[:10].T
-    truth = [set(ids[t]) for t in top]
-    tenth = [scores[t, q].min() for q, t in enumerate(top)]
-    row_of = {cid: r for r, cid in enumerate(ids)}
-    del scores
+    truth = Truth(corpus, ids, {cid: r for r, cid in enumerate(ids)}, Q)
     print("truth", round(time.perf_counter() - t), "s", flush=True)
 
     merge_seconds = None  # a copy merged by an earlier run is reused
@@ -81,9 +66,9 @@ def main() -> None:
                         with reads.open() as col:
                             hits = col.search(v, limit=10)
                         lat.append((time.perf_counter() - s) * 1000)
-                        found = [h.chunk_id for h in hits]
-                        rid.append(len(truth[q] & set(found)) / 10)
-                        rtie.append(float(np.sum(corpus[[row_of[f] for f in found]] @ v >= tenth[q] - 1e-6)) / 10)
+                        by_id, with_ties = truth.recall(q, [h.chunk_id for h in hits])
+                        rid.append(by_id)
+                        rtie.append(with_ties)
                 lat.sort()
                 out[f"{name} ef {ef}"] = r = {"p50_ms": round(lat[150], 2), "p95_ms": round(lat[284], 2),
                                              "recall": round(float(np.mean(rid)), 4), "recall_ties": round(float(np.mean(rtie)), 4)}

@@ -445,15 +445,7 @@ def search(queries: int) -> dict:
     from resources.qdrant import QdrantEdgeResource
 
     with corpus_connection() as conn:
-        ids, books, vectors = [], [], []
-        with conn.cursor().copy("COPY (SELECT id, book_id, embedding FROM chunks) TO STDOUT (FORMAT BINARY)") as copy:
-            copy.set_types(["text", "text", "vector"])
-            for chunk_id, book_id, embedding in copy.rows():
-                ids.append(chunk_id)
-                books.append(book_id)
-                vectors.append(embedding.to_numpy())
-        corpus = np.stack(vectors)
-        ids, books = np.array(ids), np.array(books)
+        ids, books, corpus = stored_vectors(conn)
         row_of = {chunk_id: row for row, chunk_id in enumerate(ids)}
         rng = np.random.default_rng(7)
         sample = rng.choice(len(ids), 2 * queries, replace=False)  # the first half warms the process up
@@ -492,6 +484,18 @@ def search(queries: int) -> dict:
         # The headline figures are what users get: the configured ef (CORPUS_EF_SEARCH).
         result.update(result["ef_sweep"][settings_ef])
     return result
+
+
+def stored_vectors(conn) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every chunk's id, book and vector, in one binary COPY."""
+    ids, books, vectors = [], [], []
+    with conn.cursor().copy("COPY (SELECT id, book_id, embedding FROM chunks) TO STDOUT (FORMAT BINARY)") as copy:
+        copy.set_types(["text", "text", "vector"])
+        for chunk_id, book_id, embedding in copy.rows():
+            ids.append(chunk_id)
+            books.append(book_id)
+            vectors.append(embedding.to_numpy())
+    return np.array(ids), np.array(books), np.stack(vectors)
 
 
 class Truth:

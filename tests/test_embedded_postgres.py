@@ -38,6 +38,7 @@ def test_buffered_pages_are_read_back_after_a_restart(pg_socket, state_dir, data
     """autoprewarm: an index in shared buffers at shutdown is in them again after the restart, unread by
     any query (what a search service finds after a reboot)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION pg_buffercache")
         # No autovacuum: it would read the table back itself after the restart.
         conn.execute("CREATE TABLE pages (id int PRIMARY KEY, body text) WITH (autovacuum_enabled = off)")
         conn.execute("INSERT INTO pages SELECT i, repeat('x', 200) FROM generate_series(1, 20000) i")
@@ -53,7 +54,6 @@ def test_buffered_pages_are_read_back_after_a_restart(pg_socket, state_dir, data
 
 
 def _buffered(conn, relation: str) -> int:
-    conn.execute("CREATE EXTENSION IF NOT EXISTS pg_buffercache")
     return conn.execute("SELECT count(*) FROM pg_buffercache WHERE relfilenode = pg_relation_filenode(%s::regclass) "
                         "AND reldatabase = (SELECT oid FROM pg_database WHERE datname = current_database())",
                         (relation,)).fetchone()[0]
