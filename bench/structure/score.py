@@ -19,6 +19,7 @@ from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
 LABELS = PROJECT / "bench" / "structure" / "labels"
+SPLIT = PROJECT / "bench" / "structure" / "split.json"  # the books set aside at random before any rule changed
 RESULTS = PROJECT / "bench" / "results" / "structure"
 TOLERANCE = 400
 RECALL_TARGET, SPURIOUS_TARGET = 0.95, 0.05
@@ -29,8 +30,14 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=PROJECT.parent / "shared" / "corpus")
     parser.add_argument("--book", help="score only the label file with this stem")
     parser.add_argument("--show", action="store_true", help="list each missed and spurious boundary")
+    parser.add_argument("--split", choices=("tune", "test", "all"), default="all",
+                        help="score the books rules are tuned on, the held-aside test books (score them once, at the "
+                             "end), or both (the results files are written only for all)")
     args = parser.parse_args()
-    labels = [json.loads(p.read_text()) for p in sorted(LABELS.glob("*.json")) if not args.book or p.stem == args.book]
+    split = json.loads(SPLIT.read_text())
+    chosen = {"tune": set(split["tune"]), "test": set(split["test"]), "all": set(split["tune"]) | set(split["test"])}[args.split]
+    labels = [label for label in (json.loads(p.read_text()) for p in sorted(LABELS.glob("*.json")))
+              if label["file"] in chosen and (not args.book or Path(label["file"]).stem == args.book)]
     files = [args.shared / label["file"] for label in labels]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
@@ -42,7 +49,12 @@ def main() -> None:
         book = inspect_file(path)  # parsed once: `corpus inspect --json` prints describe(book)
         books.append(score(label, describe(book), book.text, args.show))
     results = {"books": books, "overall": overall(books)}
-    if args.book is None:
+    for name in ("tune", "test"):
+        part = [b for b in books if b["book"] in split[name]]
+        if part:
+            results[name] = overall(part)
+    results["split"] = {"seed": split["seed"], "test": split["test"]}
+    if args.book is None and args.split == "all":
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.with_suffix(".json").write_text(json.dumps(results, indent=1, ensure_ascii=False) + "\n")
         RESULTS.with_suffix(".md").write_text(markdown(results))
@@ -164,18 +176,19 @@ def markdown(results: dict) -> str:
     ]
     for b in results["books"]:
         rows.append(
-            f"| {b['book'].split('/')[-1]} | {'ok' if b['title_ok'] else 'WRONG: ' + b['title']} | {b['boundaries']} "
+            f"| {b['book'].split('/')[-1]}{' (test)' if b['book'] in results['split']['test'] else ''} | {'ok' if b['title_ok'] else 'WRONG: ' + b['title']} | {b['boundaries']} "
             f"| {b['found']} | {b['missed']} | {b['spurious']} | {b['matter_kept_out']}/{b['matter']} "
             f"| {'yes' if b['meets_target'] else 'no'} |"
         )
-    o = results["overall"]
-    return (
-        "# Book structure on the labelled set (`make bench-structure`)\n\n" + "\n".join(rows) + "\n\n"
-        f"Overall: {o['titles_right']}/{o['books']} titles, {o['subtitles_right']}/{o['books']} subtitles; "
-        f"boundaries found {o['recall']:.1%}, spurious {o['spurious_rate']:.1%} of {o['boundaries']}; "
-        f"front/back matter kept out {o['matter_kept_out']}; books meeting the target "
-        f"{o['books_meeting_target']}/{o['books']}.\n"
-    )
+    def line(name: str, o: dict) -> str:
+        return (f"{name}: {o['titles_right']}/{o['books']} titles, {o['subtitles_right']}/{o['books']} subtitles; "
+                f"boundaries found {o['recall']:.1%}, spurious {o['spurious_rate']:.1%} of {o['boundaries']}; "
+                f"front/back matter kept out {o['matter_kept_out']}; books meeting the target "
+                f"{o['books_meeting_target']}/{o['books']}.\n")
+
+    return ("# Book structure on the labelled set (`make bench-structure`)\n\n" + "\n".join(rows) + "\n\n"
+            + line("Overall", results["overall"])
+            + "".join("\n" + line(f"{name.capitalize()} split", results[name]) for name in ("tune", "test") if name in results))
 
 
 if __name__ == "__main__":
