@@ -53,7 +53,7 @@ ui-check: setup
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,ui]"
 	$(BIN)/python -m pytest -m ui tests/test_ui.py -v
 
-# Book structure (titles, parts, chapters, front/back matter) of the 25 labelled books of ../shared
+# Book structure (titles, parts, chapters, front/back matter) of the 70 labelled books of ../shared
 # against bench/structure/labels (~10 s); results in bench/results/structure.md.
 bench-structure: setup
 	$(BIN)/python bench/structure/score.py

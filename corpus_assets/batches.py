@@ -5,6 +5,7 @@ Used by the sensor, the schedules and the `corpus` CLI alike.
 
 import os
 import time
+from collections.abc import Collection, Mapping
 
 import sqlalchemy.exc
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, DefaultRunLauncher, RunsFilter
@@ -36,8 +37,11 @@ def range_tags(books: list[str]) -> dict[str, str]:
     return {RANGE_START_TAG: books[0], RANGE_END_TAG: books[-1], **books_tag(books)}
 
 
-def partition_ranges(all_keys: list[str], selected: list[str], per_run: int) -> list[list[str]]:
-    """Split `selected` into runs of at most `per_run` books that are contiguous in `all_keys`.
+def partition_ranges(all_keys: list[str], selected: list[str], per_run: int, sizes: Mapping[str, int] | None = None,
+                     max_bytes: int | None = None, alone: Collection[str] = ()) -> list[list[str]]:
+    """Split `selected` into runs of at most `per_run` books that are contiguous in `all_keys`, and hold
+    together at most `max_bytes` of book files (`sizes`; a bigger book runs alone). The books of
+    `alone` run one per run. A run's memory grows with the bytes of its books, not their number.
 
     A run covers a partition *range* (first...last in the partitions' order), so a run may only
     hold books that sit next to each other in that order.
@@ -46,13 +50,19 @@ def partition_ranges(all_keys: list[str], selected: list[str], per_run: int) -> 
     unknown = [key for key in selected if key not in position]
     if unknown:
         raise ValueError(f"books not registered: {', '.join(unknown)} (run `corpus register`)")
+    sizes = sizes or {}
     runs: list[list[str]] = []
+    held = 0  # bytes of the last run's books
     for key in sorted(set(selected), key=position.__getitem__):
         current = runs[-1] if runs else None
-        if current and len(current) < per_run and position[key] == position[current[-1]] + 1:
+        fits = max_bytes is None or held + sizes.get(key, 0) <= max_bytes
+        if (current and len(current) < per_run and position[key] == position[current[-1]] + 1 and fits
+                and key not in alone and current[-1] not in alone):
             current.append(key)
+            held += sizes.get(key, 0)
         else:
             runs.append([key])
+            held = sizes.get(key, 0)
     return runs
 
 

@@ -1,157 +1,255 @@
-"""One plan for the library, shared by the library sensor and `corpus ingest`: which books to ingest,
-which are unchanged, which are held back, which to remove; and what a failed batch run leaves to do.
+"""One plan for the library, shared by the library sensor, `corpus ingest` and `corpus status`: which
+books to ingest (and in which runs), which are unchanged, which are held back, which to remove, and
+which library entries cannot be books; and what a failed batch run leaves to do.
 
 A book is ingested when its file's content differs from what every store holds whole (Postgres's
 `books.content_sha256`, and the same book version recorded for Qdrant and the graph in `book_sync`;
 a run cut short or a store that was down leaves it unequal) — unless a run is already on it, or its
-file failed for bad input and has not changed since. Dagster
-cannot fail one partition of a multi-partition run (dagster#17836): a failed batch run is read back
-here from its event log (each failed step lists its books, `FAILURES_KEY`), its failing books are
-recorded in Postgres (`book_failures`), and its other books are simply planned again — as runs of
-their own that leave the failing books out.
+file failed for bad input (or failed `max_attempts` times, not by an outage) and has not changed
+since. Dagster cannot fail one partition of a multi-partition run (dagster#17836): a failed batch run
+is read back here from its event log (each failed step lists its books, `FAILURES_KEY`), its failing
+books are recorded in Postgres (`book_failures`), and its other books are simply planned again — as
+runs of their own that leave the failing books out. A run that died naming no book (its process
+killed: out of memory) fails each of its books, and each then runs alone.
+
+Absence is never deletion by default (`Removal`): a library that cannot be read, or read whole, removes
+nothing; a plan that would remove more than a small share of the library waits for confirmation.
 """
 
-import hashlib
-import time
-from collections.abc import Collection
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 
-from dagster import DagsterEvent, DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
+from dagster import (
+    AssetObservation,
+    DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    RunsFilter,
+)
 
+from corpus_assets.assets.files import file_observations
 from corpus_assets.assets.raw import raw_books
-from corpus_assets.batches import PARTITION_TAG, RANGE_START_TAG, books_of_run
+from corpus_assets.batches import PARTITION_TAG, RANGE_START_TAG, books_of_run, partition_ranges
 from corpus_assets.books.errors import FAILURES_KEY
-from resources.postgres.store import BookFailure, CorpusDB, FileHash
+from corpus_assets.books.library import EntryProblem, LibraryListing
+from corpus_assets.library_files import LibraryScan, hash_files
+from corpus_assets.partitions import books_partitions
+from corpus_assets.removal import remove_books, remove_books_from_stores
+from resources import settings
+from resources.library import BookLibrary
+from resources.postgres.store import BookFailure, CorpusDB
+from resources.settings import MAX_REMOVAL_BOOKS_ENV, MAX_REMOVAL_SHARE_ENV
 
 # Runs that will still write their books: a book in one of them is not planned again.
 _ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+REMOVE_JOB, REMOVE_OP = remove_books.name, remove_books_from_stores.name
+# The stage recorded for books of a run that died without a step naming them (its process killed).
+RUN_DIED = "run"
+CONFIRM_FLAG = "--confirm-removal"
 
 
 @dataclass(frozen=True)
-class LibraryScan:
-    present: set[str]  # every book file in the library
-    current: dict[str, str]  # book id → sha256 of its file (the files hashed so far)
-    deferred: int  # files left to hash (over the time budget)
+class Removal:
+    """Books whose file is gone, and whether the plan removes them now (else why not, and how to)."""
+
+    books: list[str]
+    allowed: bool = True
+    reason: str | None = None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def scan_library(files: dict[str, Path], db: CorpusDB, budget_seconds: float | None = None) -> LibraryScan:
-    """Each file's sha256: from the cache in Postgres (`library_files`) while its size and mtime are
-    unchanged, else read (until `budget_seconds` is spent: the rest waits for the next scan)."""
-    started = time.monotonic()
-    cached = db.library_files()
-    current: dict[str, str] = {}
-    hashed: list[FileHash] = []
-    deferred = 0
-    for book_id, path in files.items():
-        try:
-            stat = path.stat()
-        except FileNotFoundError:  # deleted while the library was listed
-            continue
-        known = cached.get(book_id)
-        if known and known.size == stat.st_size and known.mtime_ns == stat.st_mtime_ns:
-            current[book_id] = known.sha256
-        elif budget_seconds is None or time.monotonic() - started < budget_seconds:
-            try:
-                hashed.append(FileHash(book_id, stat.st_size, stat.st_mtime_ns, file_sha256(path)))
-            except FileNotFoundError:
-                continue
-            current[book_id] = hashed[-1].sha256
-        else:
-            deferred += 1
-    db.record_library_files(hashed, [book_id for book_id in cached if book_id not in files])
-    return LibraryScan(set(files), current, deferred)
+def removal_of(listing: LibraryListing, gone: list[str], library_size: int, confirmed: bool = False) -> Removal:
+    """Whether books whose files were not found may be removed: never while the library cannot be read
+    whole; with confirmation only when the folder holds no books at all, or when more than
+    `max_removal_share` of the library and more than `max_removal_books` books would go."""
+    if not gone:
+        return Removal([])
+    if listing.unavailable:
+        return Removal(gone, False, f"{listing.unavailable}: the {len(gone)} stored books are kept")
+    if listing.unlisted_folders:
+        folders = ", ".join(listing.unlisted_folders[:5]) + (" …" if len(listing.unlisted_folders) > 5 else "")
+        return Removal(gone, False, f"{len(listing.unlisted_folders)} folders of the library cannot be listed "
+                                    f"({folders}): the {len(gone)} books not found are kept until they can be")
+    if confirmed:
+        return Removal(gone)
+    config = settings.current()
+    how = (f"if they are meant to go, run `corpus ingest {CONFIRM_FLAG}` (or `corpus remove BOOK ...`); else point "
+           f"the library at the right folder")
+    if not listing.files:
+        return Removal(gone, False, f"the library folder {listing.root} holds no book files, and {len(gone)} books are "
+                                    f"stored: nothing is removed (an empty folder is often a share not mounted); {how}")
+    if len(gone) > config.max_removal_books and len(gone) > config.max_removal_share * library_size:
+        return Removal(gone, False, f"{len(gone)} of {library_size} books would be removed, over the limit of "
+                                    f"{config.max_removal_share:.0%} and {config.max_removal_books} books "
+                                    f"({MAX_REMOVAL_SHARE_ENV}, {MAX_REMOVAL_BOOKS_ENV}); {how}")
+    return Removal(gone)
 
 
 @dataclass(frozen=True)
 class LibraryPlan:
+    listing: LibraryListing
+    scan: LibraryScan
+    order: list[str]  # the books' partitions in order, new ones last
     ingest: list[str]  # new or changed content, cut short in some store, or failed not by the file's fault
     unchanged: list[str]
-    held_back: dict[str, BookFailure]  # failed for bad input on this very content
+    held_back: dict[str, BookFailure]  # failed for bad input (or too often) on this very content
     in_flight: list[str]  # a run is on them
     new_partitions: list[str]
-    vanished: list[str]  # registered or stored, file gone: to remove
-    cleared: list[str]  # books whose recorded failure no longer holds: tried again, or stored whole since
+    removal: Removal  # registered or stored, file gone
+    cleared: list[str]  # books whose recorded failure no longer holds: stored whole since, or the file changed
+    books_per_run: int
+    alone: frozenset[str] = frozenset()  # books that run one per run (their last run died)
+    recorded: dict[str, dict[str, BookFailure]] = field(default_factory=dict)  # failed run id → its books' failures
+
+    def group(self, books: list[str]) -> list[list[str]]:
+        """`books` in runs: contiguous partitions, at most `books_per_run` and `CORPUS_RUN_MB` of files each."""
+        return partition_ranges(self.order, books, self.books_per_run, sizes=self.listing.sizes,
+                                max_bytes=int(settings.current().run_mb * 2**20), alone=self.alone)
+
+    @property
+    def runs(self) -> list[list[str]]:
+        return self.group(self.ingest)
+
+    @property
+    def problems(self) -> list[EntryProblem]:
+        """Every library entry that is not ingested because it cannot be: listed or read."""
+        return [*self.listing.problems,
+                *(EntryProblem(self.listing.name_of(book), why) for book, why in self.scan.unreadable.items())]
+
+    def observations(self) -> list[AssetObservation]:
+        """The new and changed files' versions, so the UI shows their books unsynced until ingested."""
+        return file_observations({book_id: self.scan.current[book_id] for book_id in self.ingest})
+
+    def summary(self) -> str:
+        """One line: what the plan found and does."""
+        removal = (f"{len(self.removal.books)} gone" if self.removal.allowed or not self.removal.books
+                   else f"{len(self.removal.books)} gone but kept (removal needs confirmation)")
+        return (f"{len(self.listing.files)} files ({self.scan.deferred} left to hash): {len(self.ingest)} to ingest, "
+                f"{len(self.unchanged)} unchanged, {len(self.held_back)} held back, {len(self.in_flight)} in runs, "
+                f"{removal}, {len(self.problems)} entries skipped")
 
 
-def plan_library(
-    scan: LibraryScan,
-    stored: Collection[str],
-    complete: dict[str, str],
-    registered: Collection[str],
-    failures: dict[str, BookFailure],
-    in_flight: Collection[str],
-) -> LibraryPlan:
-    ingest, unchanged, held_back, busy = [], [], {}, []
+def plan_library(instance: DagsterInstance, library: BookLibrary, db: CorpusDB, *, failed_runs: Sequence[DagsterRun] = (),
+                 budget_seconds: float | None = None, confirm_removal: bool = False,
+                 books_per_run: int | None = None) -> LibraryPlan:
+    """List and hash the library, record the `failed_runs`' books, and plan: the one call the sensor and
+    `corpus ingest` make. Failures that no longer hold are forgotten; nothing else is written."""
+    config = settings.current()
+    listing = library.listing()
+    partitions = instance.get_dynamic_partitions(books_partitions.name)
+    scan = hash_files(listing, db, budget_seconds)
+    recorded = {run.run_id: record_failed_run(db, instance, run, partitions, scan.current) for run in failed_runs}
+    failures = db.book_failures()
+    in_flight = books_in_flight(instance, partitions)
+    complete = db.complete_book_hashes()
+    ingest, unchanged, held_back, busy, cleared = [], [], {}, [], []
     for book_id, sha in scan.current.items():
         failure = failures.get(book_id)
         if book_id in in_flight:
             busy.append(book_id)
         elif complete.get(book_id) == sha:
             unchanged.append(book_id)  # stored whole: a failure recorded for it is from before
-        elif failure is not None and failure.bad_input and failure.sha256 == sha:
+            if failure is not None:
+                cleared.append(book_id)
+        elif failure is not None and failure.sha256 == sha and (failure.bad_input or failure.attempts >= config.max_attempts):
             held_back[book_id] = failure
         else:
             ingest.append(book_id)
-    registered = set(registered)
+            if failure is not None and failure.sha256 != sha:
+                cleared.append(book_id)  # new content: a fresh start
+    db.forget_book_failures(cleared)
+    stored = set(db.book_ids())
+    known = set(partitions) | stored
+    gone = sorted(book_id for book_id in known - scan.present - in_flight)
+    new_partitions = sorted(book_id for book_id in scan.current if book_id not in set(partitions))
+    alone = frozenset(book_id for book_id, failure in failures.items() if failure.stage == RUN_DIED)
     return LibraryPlan(
-        ingest=ingest,
-        unchanged=unchanged,
-        held_back=held_back,
-        in_flight=busy,
-        new_partitions=sorted(book_id for book_id in scan.current if book_id not in registered),
-        vanished=vanished_books(registered, stored, scan.present),
-        cleared=[book_id for book_id in [*ingest, *unchanged] if book_id in failures],
+        listing=listing, scan=scan, order=[*partitions, *new_partitions], ingest=ingest, unchanged=unchanged,
+        held_back=held_back, in_flight=busy, new_partitions=new_partitions,
+        removal=removal_of(listing, gone, len(known), confirm_removal), cleared=cleared,
+        books_per_run=books_per_run or config.books_per_run, alone=alone, recorded=recorded,
     )
 
 
-def vanished_books(registered: Collection[str], stored: Collection[str], files: Collection[str]) -> list[str]:
-    """Books registered or stored whose file is no longer in the library: to remove from every store."""
-    return sorted((set(registered) | set(stored)) - set(files))
-
-
 def books_in_flight(instance: DagsterInstance, partitions: list[str]) -> set[str]:
-    """The books of every queued or running run over book partitions (any job: sensor, CLI, UI)."""
+    """The books of every queued or running run over book partitions (any job: sensor, CLI, UI), and of
+    every removal run: a book is planned again (ingested, or removed) only once no run is on it."""
     books: set[str] = set()
     for run in instance.get_runs(RunsFilter(statuses=_ACTIVE)):
         if RANGE_START_TAG in run.tags or PARTITION_TAG in run.tags:
             books.update(books_of_run(run, partitions))
+        elif run.job_name == REMOVE_JOB:
+            books.update(removal_books(run.run_config))
     return books
 
 
-def failures_of_run(instance: DagsterInstance, run: DagsterRun, partitions: list[str]) -> dict[str, tuple[str, str, bool]]:
-    """Book id → (stage, problem, bad input) for every book the run failed for.
+def removal_run_config(book_ids: list[str]) -> dict:
+    """The run config of a `remove_books` run for the books."""
+    return {"ops": {REMOVE_OP: {"config": {"book_ids": book_ids}}}}
+
+
+def removal_books(run_config: dict) -> list[str]:
+    return run_config.get("ops", {}).get(REMOVE_OP, {}).get("config", {}).get("book_ids", [])
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Why a run failed a book: the stage, the problem, whether the file is at fault (`bad_input`), and
+    whether the failure counts towards the book's attempts (not an outage of a store)."""
+
+    stage: str
+    problem: str
+    bad_input: bool
+    counts: bool = True
+
+
+def failures_of_run(instance: DagsterInstance, run: DagsterRun, partitions: list[str]) -> dict[str, Failed]:
+    """Book id → why, for every book the run failed for.
 
     A step that failed book by book names its books (`FAILURES_KEY`); a check step failed by its
     blocking checks names the books they failed on; a step that failed as a whole (a store down
-    before any book was tried) failed every book of the run that no step named.
+    before any book was tried) failed every book of the run that no step named; a run that died with
+    no step failed (its process killed) failed each of its books, as stage `RUN_DIED`.
     """
-    named: dict[str, tuple[str, str, bool]] = {}
-    whole: tuple[str, str, bool] | None = None
+    named: dict[str, Failed] = {}
+    whole: Failed | None = None
     blocked = _failed_blocking_checks(instance, run.run_id)
-    for record in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE):
+    step_failures = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+    for record in step_failures:
         data = record.dagster_event.step_failure_data.user_failure_data
         entry = data.metadata.get(FAILURES_KEY) if data is not None else None
         if record.step_key in blocked:
             for book_id, problem in blocked[record.step_key].items():
-                named.setdefault(book_id, (record.step_key, problem, False))
+                named.setdefault(book_id, Failed(record.step_key, problem, False))
             continue
         if entry is None:
-            whole = whole or (record.step_key, failure_reason(record.dagster_event), False)
+            whole = whole or Failed(record.step_key, failure_reason(record.dagster_event), False, counts=False)
             continue
         for book_id, failure in entry.value.items():
-            named.setdefault(book_id, (failure["stage"], failure["problem"], failure["bad_input"]))
+            named.setdefault(book_id, Failed(failure["stage"], failure["problem"], failure["bad_input"],
+                                             not failure.get("transient", False)))
+    if not step_failures and run.status == DagsterRunStatus.FAILURE:
+        # Each book then runs alone; a book whose own run dies counts it (out of memory, most likely),
+        # a batch's death counts for none of its books.
+        books = books_of_run(run, partitions)
+        whole = Failed(RUN_DIED, run_end_reason(instance, run.run_id), False, counts=len(books) == 1)
     if whole is not None:
         named |= {book_id: whole for book_id in books_of_run(run, partitions) if book_id not in named}
     return named
+
+
+def run_end_reason(instance: DagsterInstance, run_id: str) -> str:
+    """What ended a run that no step failed: the engine's last word before the run's end (a launch
+    error, a process killed by the system) and the end."""
+    engine_said, end_said = None, None
+    for record in instance.all_logs(run_id, of_type={DagsterEventType.RUN_FAILURE, DagsterEventType.ENGINE_EVENT}):
+        event = record.dagster_event
+        if event.event_type == DagsterEventType.RUN_FAILURE:
+            end_said = event.message
+            break
+        engine_said = event.message or engine_said
+    return " ".join(word for word in (engine_said, end_said) if word) or "the run failed with no step failing"
 
 
 def _failed_blocking_checks(instance: DagsterInstance, run_id: str) -> dict[str, dict[str, str]]:
@@ -194,12 +292,13 @@ def record_failed_run(
     """Record in Postgres each book the run failed for, against the content the run read (else, for a
     book that failed in `raw_books`, its file's content `current` as last scanned)."""
     read = read_hashes(instance, run.run_id)
+    failed = failures_of_run(instance, run, partitions)
     failures = {
-        book_id: BookFailure(book_id, read.get(book_id, current.get(book_id)), stage, problem, bad_input, run.run_id)
-        for book_id, (stage, problem, bad_input) in failures_of_run(instance, run, partitions).items()
+        book_id: BookFailure(book_id, read.get(book_id, current.get(book_id)), f.stage, f.problem, f.bad_input, run.run_id)
+        for book_id, f in failed.items()
     }
-    db.record_book_failures(list(failures.values()))
-    return failures
+    db.record_book_failures(list(failures.values()), counted=[book_id for book_id, f in failed.items() if f.counts])
+    return db.book_failures(list(failures))
 
 
 def failed_runs_since(instance: DagsterInstance, cursor: str | None, limit: int = 200) -> tuple[list[DagsterRun], str | None]:

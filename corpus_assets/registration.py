@@ -16,7 +16,7 @@ class Registration:
 
 def register_books(instance: DagsterInstance, library: BookLibrary) -> Registration:
     """Add a partition for every book file that has none yet (existing partitions are kept)."""
-    found = library.books()
+    found = library.listing().files
     known = set(instance.get_dynamic_partitions(books_partitions.name))
     added = [book_id for book_id in found if book_id not in known]
     if added:

@@ -1,9 +1,10 @@
 """Removing books: every trace of a book leaves every store, then its partition goes and each of its
 assets records the removal in Dagster."""
 
-from dagster import AssetObservation, Config, MetadataValue, OpExecutionContext, ResourceParam, job, op
+from dagster import AssetObservation, Config, Failure, MetadataValue, OpExecutionContext, ResourceParam, job, op
 from pydantic import Field
 
+from corpus_assets.books.library import is_book_id
 from corpus_assets.partitions import books_partitions
 from resources.artifacts import BookArtifactIOManager
 from resources.graph import GraphResource
@@ -39,6 +40,9 @@ def remove_books_from_stores(
     graph: GraphResource,
     io_manager: ResourceParam[BookArtifactIOManager],  # the IO manager owns the artifact files
 ) -> None:
+    not_ids = [book_id for book_id in config.book_ids if not is_book_id(book_id)]
+    if not_ids:  # run config from anywhere (the UI's launchpad): ids are exact names, never patterns
+        raise Failure(f"not book ids: {', '.join(map(repr, not_ids))}: nothing removed", allow_retries=False)
     for book_id in config.book_ids:
         removed = remove_book(book_id, postgres, qdrant, graph, io_manager)
         context.log.info(f"book {book_id!r} removed: " + ", ".join(f"{n} {what}" for what, n in removed.items()))

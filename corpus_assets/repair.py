@@ -73,7 +73,7 @@ def resync_stores_from_postgres(
         exists = collection.status() != "missing"
         collection.ensure_collection(dimension)
         if config.book_ids:
-            unknown = [b for b in config.book_ids if b not in in_postgres]
+            unknown = [b for b in config.book_ids if b not in in_postgres]  # a book id, or not: never a pattern
             if unknown:
                 raise ValueError(f"not in Postgres, nothing to repair from: {', '.join(unknown)}")
             drifted, orphans = {book_id: {QDRANT, GRAPH} for book_id in config.book_ids}, []

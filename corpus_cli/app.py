@@ -16,10 +16,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from corpus_cli.serve import DEFAULT_PORT
-from retrieval import DEFAULT_MODE
+from retrieval import DEFAULT_MODE, Mode, Store
 from resources import settings
 
-app = typer.Typer(help="Turn a library of books into search-ready indexes.", no_args_is_help=True)
+app = typer.Typer(help="Turn a library of books into search-ready indexes.", no_args_is_help=True,
+                  rich_markup_mode="markdown")  # a docstring's paragraphs rewrap to the terminal
 console = Console()
 
 DEMO_QUERY = "a girl falls down a rabbit hole into a strange world"
@@ -73,50 +74,58 @@ def register() -> None:
 def ingest(
     books: Annotated[list[str] | None, typer.Argument(help="Book ids to run again; default: the library's plan "
                                                            "(new and changed files in, deleted files out).")] = None,
-    books_per_run: Annotated[int, typer.Option(help="Books per Dagster run.")] = 0,
+    books_per_run: Annotated[int, typer.Option(help="Most books per Dagster run (default: CORPUS_BOOKS_PER_RUN).")
+                             ] = settings.current().books_per_run,
+    confirm_removal: Annotated[bool, typer.Option("--confirm-removal", help="Remove the books whose files are gone "
+                                                  "even when they are many, or the library folder holds none.")] = False,
+    retry_held: Annotated[bool, typer.Option("--retry-held", help="Try again the books held back after failing "
+                                             "(bad input, or too many attempts) although their files are unchanged.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show Dagster's log of each run, with a failed "
                                                                    "step's traceback.")] = False,
 ) -> None:
     """Bring the stores in line with the library folder, as the library sensor does: new and changed
     books are ingested (several per Dagster run; a bad book fails alone), deleted files' books are
-    removed, unchanged books are skipped. Ends with a summary; exit code 1 if some book failed."""
+    removed, unchanged books are skipped. Ends with a summary.
+
+    Exit code 1 if some book failed; 2 for a bad argument or a store that cannot be reached; 3 if books
+    whose files are gone were kept (the library cannot be read whole, or the removal is too large:
+    --confirm-removal)."""
     from corpus_assets.assets.files import file_observations
     from corpus_assets.batches import reap_dead_runs
-    from corpus_assets.library_plan import books_in_flight, plan_library, record_failed_run, scan_library
-    from corpus_assets.partitions import BOOKS_PER_RUN, books_partitions
+    from corpus_assets.library_plan import plan_library, record_failed_run
+    from corpus_assets.partitions import books_partitions
     from corpus_cli.instance import code_location_resources, instance
     from corpus_cli.runs import CodeLocationRuns, ingest_in_runs
     from resources.library import BookLibrary
 
+    _check_book_ids(books or [])
     migrate()
     dagster = instance()
     for run in reap_dead_runs(dagster):
         console.print(f"[yellow]run {run.run_id} had died (its process is gone): marked failed[/yellow]")
     library = BookLibrary()
-    files = library.books()
-    partitions = dagster.get_dynamic_partitions(books_partitions.name)
     started = time.perf_counter()
     with (code_location_resources("postgres") as stores, stores.postgres.db() as db,
           CodeLocationRuns(dagster) as runs):
-        scan = scan_library(files, db)
-        plan = plan_library(scan, db.book_ids(), db.complete_book_hashes(), partitions, db.book_failures(),
-                            books_in_flight(dagster, partitions))
+        plan = plan_library(dagster, library, db, confirm_removal=confirm_removal, books_per_run=books_per_run)
         if books:
-            unknown = [book for book in books if book not in scan.current and book not in partitions]
+            unknown = [book for book in books if book not in plan.scan.current and book not in plan.order]
             if unknown:
-                console.print(f"[red]corpus: no such book: {', '.join(unknown)}[/red] (`corpus status` lists them)",
+                console.print(f"[red]corpus: no such book: {_safe(', '.join(unknown))}[/red] (`corpus status` lists them)",
                               soft_wrap=True)
                 raise typer.Exit(2)
-        elif plan.vanished:
-            _remove(runs, plan.vanished, "its file is gone")
+        elif plan.removal.books and plan.removal.allowed:
+            _remove(runs, plan.removal.books, "its file is gone")
         if plan.new_partitions:
             dagster.add_dynamic_partitions(books_partitions.name, plan.new_partitions)
-        console.print(f"{len(files)} book files in {library.root()}; {len(plan.new_partitions)} newly registered",
-                      soft_wrap=True)
-        to_run = list(books) if books else plan.ingest
-        for observation in file_observations({book: scan.current[book] for book in to_run if book in scan.current}):
-            dagster.report_runless_asset_event(observation)  # the books' file versions, as the sensor records them
-        db.forget_book_failures([*plan.cleared, *to_run])  # a new failure is recorded if its run fails
+        console.print(f"{len(plan.listing.files)} book files in {_safe(str(plan.listing.root))}; "
+                      f"{len(plan.new_partitions)} newly registered", soft_wrap=True)
+        explicit = list(books or []) + (sorted(plan.held_back) if retry_held else [])
+        to_run = explicit or plan.ingest
+        # The books' file versions, as the sensor records them (the UI shows them unsynced until ingested).
+        for observation in file_observations({book: plan.scan.current[book] for book in to_run if book in plan.scan.current}):
+            dagster.report_runless_asset_event(observation)
+        db.forget_book_failures(explicit)  # asked for by name: tried again; a new failure is recorded if it fails
         if to_run:
             runs.start()
         with Progress(
@@ -125,44 +134,103 @@ def ingest(
         ) as progress:
             task = progress.add_task("ingest", total=None)
             outcome = ingest_in_runs(
-                runs, to_run, books_per_run or BOOKS_PER_RUN,
-                record_failures=lambda run: record_failed_run(db, dagster, run, [*partitions, *plan.new_partitions], scan.current),
+                runs, to_run, plan.group,
+                record_failures=lambda run: record_failed_run(db, dagster, run, plan.order, plan.scan.current),
                 on_log=_print_log if verbose else None,
                 on_start=lambda total: progress.update(task, total=total),
                 on_books_done=lambda count: progress.advance(task, count),
             )
-    held_back = {} if books else plan.held_back
+        db.forget_book_failures(outcome.ingested)
+    held_back = {} if books else {book: f for book, f in plan.held_back.items() if book not in explicit}
     _print_ingest_summary(outcome, plan, held_back, bool(books), time.perf_counter() - started)
     if verbose:
         _print_step_errors(dagster, [run.run_id for run in outcome.runs if not run.success])
     if outcome.failed:
         raise typer.Exit(1)
+    if plan.removal.books and not plan.removal.allowed and not books:
+        raise typer.Exit(3)
 
 
 def _print_ingest_summary(outcome, plan, held_back: dict, explicit: bool, seconds: float) -> None:
     failed_runs = sum(1 for run in outcome.runs if not run.success)
     unchanged = "" if explicit else f", {len(plan.unchanged)} unchanged"
-    removed = "" if explicit else f", {len(plan.vanished)} removed"
+    removed = "" if explicit or not plan.removal.allowed else f", {len(plan.removal.books)} removed"
     busy = f", {len(plan.in_flight)} left to the runs already on them" if plan.in_flight and not explicit else ""
     console.print(
         f"ingested {len(outcome.ingested)} books{unchanged}{removed}, {len(outcome.failed)} failed{busy} "
         f"in {seconds:.1f} s ({len(outcome.runs)} runs, {failed_runs} failed)", soft_wrap=True,
     )
     rows = [(book, f.stage, f.problem, "") for book, f in outcome.failed.items()]
-    rows += [(book, f.stage, f.problem, "held back: failed before, file unchanged") for book, f in held_back.items()]
+    rows += [(book, f.stage, f.problem, "held back: failed before, file unchanged (--retry-held tries again)")
+             for book, f in held_back.items()]
     if rows:
         table = Table(title="books not ingested", title_justify="left")
         for column in ("book", "stage", "reason", "note"):
             table.add_column(column, overflow="fold")
         for book, stage, problem, note in rows:
-            table.add_row(book, stage, " ".join(problem.split())[:300], note)
+            table.add_row(*(_cell(value) for value in (book, stage, " ".join(problem.split())[:300], note)))
         console.print(table)
         console.print("each failed run's full log: `corpus ingest --verbose`, or the run in the Dagster UI (`make dev`)")
+    _print_library_problems(plan.problems, plan.listing.notes)
+    if plan.listing.unavailable:
+        console.print(f"[red]{_safe(plan.listing.unavailable)}[/red]", soft_wrap=True)
+    if plan.removal.books and not plan.removal.allowed and not explicit:
+        console.print(f"[yellow]not removed: {len(plan.removal.books)} books whose files were not found "
+                      f"({_safe(_named(plan.removal.books))}): {_safe(plan.removal.reason)}[/yellow]", soft_wrap=True)
+
+
+def _print_library_problems(problems: list, notes: list[str] = ()) -> None:
+    """The library entries that are not books (a link out of the folder, a FIFO, an unreadable file), each with its reason."""
+    if problems:
+        table = Table(title=f"{len(problems)} library entries skipped", title_justify="left")
+        table.add_column("entry", overflow="fold")
+        table.add_column("why", overflow="fold")
+        for problem in problems[:50]:
+            table.add_row(_cell(problem.name), _cell(problem.problem))
+        if len(problems) > 50:
+            table.add_row(f"… {len(problems) - 50} more", "")
+        console.print(table)
+    for note in notes:
+        console.print(f"[dim]note: {_safe(note)}[/dim]", soft_wrap=True)
+
+
+def _named(books: list[str], most: int = 10) -> str:
+    return ", ".join(books[:most]) + (f" and {len(books) - most} more" if len(books) > most else "")
+
+
+def _safe(text: str | None) -> str:
+    """Text from a library or a user (a title, a file name, a query) inside a rich markup string: shown as written."""
+    from rich.markup import escape
+
+    from corpus_assets.books.safe_text import printable
+
+    return escape(printable(text or ""))
+
+
+def _cell(text: str | None):
+    """Text from a library or a user as a table cell or a line of its own: never read as markup."""
+    from rich.text import Text
+
+    from corpus_assets.books.safe_text import printable
+
+    return Text(printable(text or ""))
+
+
+def _check_book_ids(books: list[str]) -> None:
+    """Exit 2 naming the first argument that is not a book id (ids are never patterns or paths)."""
+    from corpus_assets.books.library import check_book_id
+
+    for book in books:
+        try:
+            check_book_id(book)
+        except ValueError as error:
+            console.print(f"[red]corpus: {_safe(str(error))}[/red]", soft_wrap=True)
+            raise typer.Exit(2) from None
 
 
 def _print_log(line: str) -> None:
     """A run's log record, as it arrives (above the progress bar)."""
-    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(_cell(line), highlight=False, soft_wrap=True)
 
 
 def _print_step_errors(dagster, run_ids: list[str]) -> None:
@@ -172,7 +240,7 @@ def _print_step_errors(dagster, run_ids: list[str]) -> None:
         for record in dagster.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
             error = record.dagster_event.step_failure_data.error
             console.print(f"[bold]run {run_id}, step {record.step_key}[/bold]", soft_wrap=True)
-            console.print(error.to_string() if error else record.message, highlight=False, soft_wrap=True)
+            console.print(_cell(error.to_string() if error else record.message), highlight=False, soft_wrap=True)
 
 
 def _remove(runs, book_ids: list[str], why: str) -> None:
@@ -180,10 +248,10 @@ def _remove(runs, book_ids: list[str], why: str) -> None:
 
     result = remove_in_run(runs, book_ids)
     if not result.success:
-        console.print(f"[red]removal run {result.run_id} failed for {', '.join(book_ids)}:[/red] {result.error}",
+        console.print(f"[red]removal run {result.run_id} failed for {_named(book_ids)}:[/red] {_safe(result.error)}",
                       soft_wrap=True)
         raise typer.Exit(1)
-    console.print(f"removed {len(book_ids)} books ({why}): {', '.join(book_ids)}", soft_wrap=True)
+    console.print(f"removed {len(book_ids)} books ({why}): {_named(book_ids)}", soft_wrap=True)
 
 
 @app.command()
@@ -194,6 +262,7 @@ def remove(books: Annotated[list[str], typer.Argument(help="Book ids to remove."
     from corpus_cli.runs import CodeLocationRuns
     from resources.library import BookLibrary
 
+    _check_book_ids(books)
     dagster = instance()
     with code_location_resources("postgres") as stores, stores.postgres.db() as db:
         known = set(db.book_ids()) | set(dagster.get_dynamic_partitions(books_partitions.name))
@@ -203,11 +272,11 @@ def remove(books: Annotated[list[str], typer.Argument(help="Book ids to remove."
         raise typer.Exit(2)
     with CodeLocationRuns(dagster) as runs:
         _remove(runs, list(books), "as asked")
-    files = BookLibrary().books()
+    listing = BookLibrary().listing()
     for book_id in books:
-        if book_id in files:
-            console.print(f"[yellow]{book_id}: its file {files[book_id].name} is still in the library: the next "
-                          "ingest (or the sensor) adds it again[/yellow]", soft_wrap=True)
+        if book_id in listing.files:
+            console.print(f"[yellow]{book_id}: its file {_safe(listing.name_of(book_id))} is still in the library: the "
+                          "next ingest (or the sensor) adds it again[/yellow]", soft_wrap=True)
 
 
 @app.command()
@@ -220,7 +289,8 @@ def status(
     from dagster import RunsFilter
 
     from corpus_cli.instance import code_location_resources, instance
-    from corpus_cli.status import corpus_summary, failing_checks
+    from corpus_cli.status import corpus_summary, failing_checks, library_state
+    from resources.library import BookLibrary
 
     with code_location_resources("postgres", "qdrant", "graph") as stores:
         stats = corpus_summary(stores.postgres, stores.qdrant, stores.graph)
@@ -236,7 +306,7 @@ def status(
     for column in columns:
         table.add_column(column, justify="right")
     for b in stats.books[:max_books]:
-        table.add_row(b.book.id, b.book.title, *(f"{value(b):,}" for value in columns.values()))
+        table.add_row(b.book.id, _cell(b.book.title), *(f"{value(b):,}" for value in columns.values()))
     if len(stats.books) > max_books:
         table.add_row(f"… {len(stats.books) - max_books:,} more", "", *("" for _ in columns))
     table.add_section()
@@ -258,9 +328,12 @@ def status(
         failed = Table(title=f"{len(failures)} books failed in their last run", title_justify="left")
         for column in ("book", "stage", "reason", "retried"):
             failed.add_column(column, overflow="fold")
+        config = settings.current()
         for f in failures.values():
-            failed.add_row(f.book_id, f.stage, " ".join(f.problem.split())[:300],
-                           "when its file changes" if f.bad_input else "by the next ingest or sensor tick")
+            failed.add_row(f.book_id, f.stage, _cell(" ".join(f.problem.split())[:300]),
+                           "when its file changes" if f.bad_input else
+                           f"held back after {f.attempts} attempts: when its file changes (or --retry-held)"
+                           if f.attempts >= config.max_attempts else "by the next ingest or sensor tick")
         console.print(failed)
     failing = failing_checks(dagster, {b.book.id for b in stats.books})
     for check in failing:
@@ -271,6 +344,21 @@ def status(
         console.print("a store differs from Postgres: `corpus repair` rewrites the drifted books from Postgres")
     if not failing:
         console.print("asset checks: none failing (latest evaluation of each, per book)")
+    doubtful = [b.book for b in stats.books if b.book.doubts]
+    if doubtful:
+        console.print(f"[yellow]{len(doubtful)} books whose chapters may be wrong[/yellow] (`corpus inspect FILE` "
+                      "shows their sections):", soft_wrap=True)
+        for book in doubtful[:max_books]:
+            console.print(f"  {book.id}: {_safe('; '.join(book.doubts))}", soft_wrap=True, highlight=False)
+    listing, removal = library_state(BookLibrary(), dagster, [b.book.id for b in stats.books])
+    console.print(f"library: {len(listing.files):,} book files in {_safe(str(listing.root))}", soft_wrap=True)
+    if listing.unavailable:
+        console.print(f"[red]{_safe(listing.unavailable)}[/red]", soft_wrap=True)
+    _print_library_problems(listing.problems, listing.notes)
+    if removal.books:
+        console.print(f"[yellow]{len(removal.books)} books whose files are gone ({_safe(_named(removal.books))}): "
+                      + ("the next ingest or sensor tick removes them" if removal.allowed else
+                         f"kept: {_safe(removal.reason)}") + "[/yellow]", soft_wrap=True)
 
 
 @app.command()
@@ -278,9 +366,9 @@ def search(
     query: str,
     limit: Annotated[int, typer.Option("--limit", "-k", help="How many passages (1-1000).")] = 5,
     book: Annotated[str | None, typer.Option(help="Search only this book id.")] = None,
-    store: Annotated[str, typer.Option(help="pgvector (Postgres) or qdrant.")] = "pgvector",
-    mode: Annotated[str, typer.Option(help="dense (vector similarity), keyword (BM25) or hybrid (both, "
-                                           "fused by reciprocal rank).")] = DEFAULT_MODE,
+    store: Annotated[Store, typer.Option(help="pgvector (Postgres) or qdrant.")] = Store.pgvector,
+    mode: Annotated[Mode, typer.Option(help="dense (vector similarity), keyword (BM25) or hybrid (both, "
+                                            "fused by reciprocal rank).")] = DEFAULT_MODE,
     expand: Annotated[bool, typer.Option(help="Add each passage's context from the graph: the chunks "
                                                "before and after it (NEXT) and similar chunks of other books.")] = False,
 ) -> None:
@@ -291,21 +379,22 @@ def search(
 
     try:
         query = checked_query(query, limit, book, store, mode)  # refused in a second, before any model loads
-        params = {"q": query, "k": limit, "book": book, "store": store, "mode": mode, "expand": expand}
+        params = {"q": query, "k": limit, "book": book, "store": store.value, "mode": mode.value, "expand": expand}
         answer = ask_service(params) or _search_here(params)
     except QueryError as error:
-        console.print(f"[red]corpus search: {error}[/red]", soft_wrap=True)
+        console.print(f"[red]corpus search: {_safe(str(error))}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     loaded = f"; the model loaded first in {answer['model_load_ms'] / 1000:.1f} s" if "model_load_ms" in answer else ""
-    console.print(f'[bold]{store}, {mode}: "{query}"[/bold] [dim]({answer["timings_ms"]["total"]:.0f} ms{loaded})[/dim]')
+    console.print(f'[bold]{store}, {mode}: "{_safe(query)}"[/bold] [dim]({answer["timings_ms"]["total"]:.0f} ms{loaded})[/dim]',
+                  soft_wrap=True)
     for hit in answer["hits"]:
-        console.print(f"{hit['rank']}. [bold]{hit['title']}[/bold] · {hit['chapter']} · chunk {hit['ordinal']} · "
-                      f"score {hit['score']:.3f}")
-        console.print(" ".join(hit["text"].split())[:400], highlight=False)
+        console.print(f"{hit['rank']}. [bold]{_safe(hit['title'])}[/bold] · {_safe(hit['chapter'])} · chunk {hit['ordinal']} · "
+                      f"score {hit['score']:.3f}", soft_wrap=True)
+        console.print(_cell(" ".join(hit["text"].split())[:400]), highlight=False)
         for other in hit["context"]:
-            where = (f"{other['title']} · {other['chapter']} · score {other['score']:.3f}"
+            where = (f"{_safe(other['title'])} · {_safe(other['chapter'])} · score {other['score']:.3f}"
                      if other["relation"] == "similar" else f"chunk {other['ordinal']}")
-            console.print(f"   [dim]{other['relation']}[/dim] ({where}): " + " ".join(other["text"].split())[:200],
+            console.print(f"   [dim]{other['relation']}[/dim] ({where}): " + _safe(" ".join(other["text"].split())[:200]),
                           highlight=False, soft_wrap=True)
 
 
@@ -349,10 +438,11 @@ def repair(
     from corpus_cli.instance import instance
     from corpus_cli.runs import CodeLocationRuns, repair_in_run
 
+    _check_book_ids(books or [])
     with CodeLocationRuns(instance()) as runs:
         result = repair_in_run(runs, books or [], on_log=_print_log)
     if not result.success:
-        console.print(f"[red]repair run {result.run_id} failed:[/red] {result.error}", soft_wrap=True)
+        console.print(f"[red]repair run {result.run_id} failed:[/red] {_safe(result.error)}", soft_wrap=True)
         raise typer.Exit(1)
     console.print(f"repair run {result.run_id}: {result.summary}", soft_wrap=True)
 
@@ -374,7 +464,7 @@ def inspect(
         try:
             book = describe(inspect_file(path))
         except (BookError, OSError) as error:
-            console.print(f"[red]{path}: {error}[/red]", soft_wrap=True, highlight=False)
+            console.print(f"[red]{_safe(str(path))}: {_safe(str(error))}[/red]", soft_wrap=True, highlight=False)
             failed += 1
             continue
         described.append(book)
@@ -387,34 +477,65 @@ def inspect(
 
 
 def _print_inspection(book: dict) -> None:
-    console.print(f"[bold]{book['file']}[/bold]", soft_wrap=True, highlight=False)
+    """The book as a person reads a contents page: front matter, parts with their chapters indented
+    below them, back matter, each with its size; and the parser's doubts, if any."""
+    from corpus_assets.books.structure import PART_SEPARATOR
+
+    console.print(f"[bold]{_safe(book['file'])}[/bold]", soft_wrap=True, highlight=False)
     for field in ("title", "subtitle", "author", "language", "encoding", "characters"):
-        console.print(f"  {field}: {book[field] if book[field] is not None else '—'}", highlight=False)
-    table = Table("#", "kind", "section", "characters", box=None, pad_edge=False)
-    for i, section in enumerate(book["sections"]):
-        table.add_row(str(i), section["kind"], section["title"], f"{section['end'] - section['start']:,}")
+        shown = f"{book[field]:,}" if isinstance(book[field], int) else _safe(str(book[field])) if book[field] else "—"
+        console.print(f"  {field}: {shown}", highlight=False)
+    for doubt in book["structure_doubts"]:
+        console.print(f"  [yellow]doubt: {_safe(doubt)}[/yellow]", highlight=False, soft_wrap=True)
+    table = Table(box=None, pad_edge=False, show_header=False)
+    table.add_column("section")
+    table.add_column("characters", justify="right")
+    part = None
+    for section in book["sections"]:
+        size = f"{section['end'] - section['start']:,}"
+        if section["kind"] != "body":
+            part = None
+            table.add_row(_cell(f"  [{section['kind']}] {section['title']}"), size)
+            continue
+        if section["part"] and section["part"] != part:
+            part = section["part"]
+            if section["title"] == part:  # a part with text of its own before its first chapter
+                table.add_row(_cell(f"  {part}"), size)
+                continue
+            table.add_row(_cell(f"  {part}"), "")
+        own = section["title"].removeprefix(f"{part}{PART_SEPARATOR}") if part else section["title"]
+        table.add_row(_cell(f"{'      ' if part else '  '}{own}"), size)
     console.print(table)
 
 
 @app.command()
 def demo() -> None:
     """Ingest the library (the sample books by default), show what was stored and search it."""
-    ingest(None, 0, verbose=False)
+    ingest(None, settings.current().books_per_run, verbose=False)
     status(max_books=50)
-    for store in ("pgvector", "qdrant"):
+    for store in Store:
         console.print()
         search(DEMO_QUERY, limit=1, book=None, store=store)
     console.print("\nOpen the Dagster UI on this state with: make dev")
 
 
 @app.command()
-def env() -> None:
+def env(
+    show_secrets: Annotated[bool, typer.Option("--show-secrets", help="Print passwords as they are, not as ***.")] = False,
+) -> None:
     """Print the exports that point the plain `dagster` CLI at this project's instance."""
+    import shlex
+
     from corpus_cli.instance import dagster_home
+    from resources.errors import redacted
 
     home = dagster_home()
-    print(f"export DAGSTER_HOME={home}")
-    print(f"export {settings.DAGSTER_PG_URL_ENV}='{os.environ[settings.DAGSTER_PG_URL_ENV]}'")
+    url = os.environ[settings.DAGSTER_PG_URL_ENV]
+    shown = url if show_secrets else redacted(url)
+    print(f"export DAGSTER_HOME={shlex.quote(str(home))}")
+    print(f"export {settings.DAGSTER_PG_URL_ENV}={shlex.quote(shown)}")
+    if shown != url:
+        print("# the password is hidden: `corpus env --show-secrets` prints it", file=sys.stderr)
 
 
 @app.command()
@@ -434,12 +555,12 @@ def dev(port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 300
 
 def main() -> None:
     """The `corpus` script: a store that cannot be used is one line naming it and what to do, not a traceback."""
-    from resources.errors import SchemaOutOfDate, StoreUnavailable
+    from resources.errors import SchemaOutOfDate, SearchTimeout, StoreUnavailable
 
     # The model's weight-loading progress bar is noise beside the ingest's own (also in the runs' processes).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         app()
-    except (StoreUnavailable, SchemaOutOfDate) as error:
-        console.print(f"[red]corpus: {error}[/red]", soft_wrap=True)
+    except (StoreUnavailable, SchemaOutOfDate, SearchTimeout) as error:
+        console.print(f"[red]corpus: {_safe(str(error))}[/red]", soft_wrap=True)
         raise SystemExit(2) from None

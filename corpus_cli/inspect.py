@@ -23,6 +23,7 @@ def describe(book: BookText) -> dict:
         "language": book.language,
         "encoding": book.encoding,
         "characters": len(book.text),
+        "structure_doubts": list(book.doubts),
         "sections": [
             {"title": s.title, "kind": s.kind, "part": s.part, "start": s.start, "end": s.end} for s in book.sections
         ],

@@ -18,9 +18,8 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunSta
 from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
-from corpus_assets.batches import books_tag, ensure_pools, partition_ranges, range_tags
-from corpus_assets.library_plan import failure_reason
-from corpus_assets.partitions import books_partitions
+from corpus_assets.batches import books_tag, ensure_pools, range_tags
+from corpus_assets.library_plan import REMOVE_JOB, RUN_DIED, failure_reason, removal_run_config, run_end_reason
 from resources import settings
 from resources.postgres.store import BookFailure
 
@@ -190,22 +189,23 @@ class IngestOutcome:
 def ingest_in_runs(
     runs: CodeLocationRuns,
     book_ids: list[str],
-    per_run: int,
+    group: Callable[[list[str]], list[list[str]]],
     record_failures: Callable[[DagsterRun], dict[str, BookFailure]],
     on_log: Callable[[str], None] | None = None,
     on_start: Callable[[int], None] = lambda total: None,
     on_books_done: Callable[[int], None] = lambda count: None,
 ) -> IngestOutcome:
-    """Run `ingest_books` for the books, `per_run` books per run; a bad book never holds back another.
+    """Run `ingest_books` for the books, in the runs `group` makes of them; a bad book never holds back another.
 
     Dagster fails a multi-partition run as a whole (dagster#17836): when a run fails, the books it
     failed for are recorded (`record_failures`) and its other books run again without them. They
     cost little the second time: their embeddings come from the cache and unchanged writes are skipped.
+    A run that died naming no book (its process killed: out of memory, most likely) is split in two
+    and each half run again, down to the book that fails alone.
     A run cancelled (from the UI) fails its books without recording them: nothing is wrong with them.
     """
     ensure_pools(runs.instance)
-    all_keys = runs.instance.get_dynamic_partitions(books_partitions.name)
-    queue = partition_ranges(all_keys, book_ids, per_run)
+    queue = group(book_ids)
     on_start(sum(len(books) for books in queue))
     done: list[BooksRun] = []
     ingested: list[str] = []
@@ -220,19 +220,22 @@ def ingest_in_runs(
             continue
         named = {} if run.status == DagsterRunStatus.CANCELED else {
             book: f for book, f in record_failures(run).items() if book in books}
-        if not named:  # the run failed as a whole, naming no book: each of its books failed with it
+        if not named:  # cancelled, or failed naming no book: each of its books failed with it
             named = {book: BookFailure(book, None, "run", done[-1].error or "unknown error", False, run.run_id)
                      for book in books}
+        elif len(books) > 1 and all(f.stage == RUN_DIED for f in named.values()):
+            half = len(books) // 2
+            queue[0:0] = [*group(books[:half]), *group(books[half:])]
+            continue
         failed |= named
         on_books_done(len(named))
-        queue[0:0] = partition_ranges(all_keys, [book for book in books if book not in named], per_run)
+        queue[0:0] = group([book for book in books if book not in named])
     return IngestOutcome(done, ingested, failed)
 
 
 def remove_in_run(runs: CodeLocationRuns, book_ids: list[str]) -> BooksRun:
     """Run `remove_books` for the books: every store, their artifacts, then their partitions."""
-    run = runs.run("remove_books", books_tag(book_ids),
-                   {"ops": {"remove_books_from_stores": {"config": {"book_ids": book_ids}}}})
+    run = runs.run(REMOVE_JOB, books_tag(book_ids), removal_run_config(book_ids))
     return _books_run(runs.instance, run, book_ids)
 
 
@@ -262,21 +265,8 @@ def _books_run(instance: DagsterInstance, run: DagsterRun, books: list[str]) -> 
 
 
 def _failure_reason(instance: DagsterInstance, run: DagsterRun) -> str:
-    """Why the run failed: its first failed step's reason (see `failure_reason`); else what ended it: the
-    engine's last word before the run's end (a launch error, a process killed by the system) and the end."""
+    """Why the run failed: its first failed step's reason (see `failure_reason`); else what ended it."""
     if run.status == DagsterRunStatus.CANCELED:
         return "the run was cancelled"
-    records = instance.all_logs(run.run_id, of_type={DagsterEventType.STEP_FAILURE, DagsterEventType.RUN_FAILURE,
-                                                     DagsterEventType.ENGINE_EVENT})
-    step = next((record for record in records if record.dagster_event.is_step_failure), None)
-    if step is not None:
-        return failure_reason(step.dagster_event)
-    engine_said, end_said = None, None
-    for record in records:
-        event = record.dagster_event
-        if event.event_type == DagsterEventType.RUN_FAILURE:
-            end_said = event.message
-            break
-        if event.event_type == DagsterEventType.ENGINE_EVENT:
-            engine_said = event.message or engine_said
-    return " ".join(word for word in (engine_said, end_said) if word) or f"the run ended {run.status.value}"
+    step = next(iter(instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)), None)
+    return failure_reason(step.dagster_event) if step is not None else run_end_reason(instance, run.run_id)

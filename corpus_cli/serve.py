@@ -6,7 +6,7 @@ import os
 import httpx
 
 from resources import settings
-from resources.errors import StoreUnavailable
+from resources.errors import SearchTimeout, StoreUnavailable, where
 from retrieval import QueryError
 
 DEFAULT_PORT = 8000  # `corpus serve --port` default
@@ -21,10 +21,13 @@ def service_url() -> str:
 
 
 def state_identity() -> str:
-    """Which stores a process uses: a service answers `corpus search` only for the same ones."""
+    """Which stores a process uses: a service answers `corpus search` only for the same ones. Made of
+    the stores' addresses without user, password or parameters (`where`), so /health, which shows
+    it, reveals nothing derived from a secret."""
     config = settings.current()
-    stores = [config.database_url or str(config.state_dir), config.qdrant_url, config.neo4j_uri, config.embedding_model]
-    # A digest: the URLs may hold passwords.
+    stores = [where(config.database_url) if config.database_url else str(config.state_dir),
+              config.qdrant_url and where(config.qdrant_url), config.neo4j_uri and where(config.neo4j_uri),
+              config.embedding_model]
     return hashlib.sha256(repr(stores).encode()).hexdigest()[:16]
 
 
@@ -45,6 +48,8 @@ def ask_service(params: dict) -> dict | None:
         raise StoreUnavailable(f"corpus serve at {url}: {type(error).__name__} {error}") from None
     if response.status_code == 422:
         raise QueryError(_detail(response))
+    if response.status_code == 504:
+        raise SearchTimeout(_detail(response))
     if response.status_code != 200:
         raise StoreUnavailable(f"corpus serve at {url} answered {response.status_code}: {_detail(response)}")
     return response.json()

@@ -15,6 +15,7 @@ from typing import Any
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 from pydantic import Field
 
+from corpus_assets.books.library import check_book_id
 from resources import settings
 
 
@@ -27,7 +28,8 @@ class BookArtifactIOManager(ConfigurableIOManager):
         return Path(self.base_dir) if self.base_dir else settings.current().state_dir / "artifacts"
 
     def _path(self, asset_path: list[str], book_id: str) -> Path:
-        return self._root().joinpath(*asset_path) / f"{book_id}.pickle"
+        # A partition key is used as a file name only if it is a book id: never `*`, `..` or a path.
+        return self._root().joinpath(*asset_path) / f"{check_book_id(book_id)}.pickle"
 
     def handle_output(self, context: OutputContext, obj: dict[str, Any]) -> None:
         expected = set(context.asset_partition_keys)
@@ -54,8 +56,12 @@ class BookArtifactIOManager(ConfigurableIOManager):
         return values
 
     def delete_book(self, book_id: str) -> int:
-        """Delete every stored artifact of the book; return how many files went."""
-        paths = list(self._root().glob(f"**/{book_id}.pickle"))
-        for path in paths:
-            path.unlink(missing_ok=True)
-        return len(paths)
+        """Delete every stored artifact of the book (its exact file in each asset's folder); return how many went."""
+        root = self._root()
+        deleted = 0
+        for folder in root.iterdir() if root.is_dir() else ():
+            path = self._path([folder.name], book_id)
+            if path.is_file():
+                path.unlink()
+                deleted += 1
+        return deleted

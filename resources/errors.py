@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+import re
 from urllib.parse import parse_qs, urlsplit
 
 from dagster import Failure
@@ -22,12 +23,24 @@ class SchemaOutOfDate(Failure):
         super().__init__(description=message, allow_retries=False)
 
 
+class SearchTimeout(TimeoutError):
+    """A search the store stopped at its time limit (`CORPUS_SEARCH_TIMEOUT_MS`): the service answers 504."""
+
+
 def where(url: str) -> str:
     """A URL without its user, password and query: safe to log and to show in the UI."""
     parts = urlsplit(url)
     host = parts.hostname or ",".join(parse_qs(parts.query).get("host", [])) or "localhost"
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def redacted(url: str) -> str:
+    """The URL with its password (in the user part, or a `password=` parameter) as `***`."""
+    parts = urlsplit(url)
+    if parts.password:
+        url = url.replace(f":{parts.password}@", ":***@", 1)
+    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
 
 
 @contextmanager

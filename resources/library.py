@@ -5,7 +5,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from corpus_assets.books.library import scan_library
+from corpus_assets.books.library import LibraryListing, list_library
 from resources import settings
 from resources.settings import MAX_BOOK_MB_ENV
 
@@ -33,6 +33,7 @@ class BookLibrary(ConfigurableResource):
     def root(self) -> Path:
         return Path(self.folder).resolve() if self.folder else settings.current().library_dir
 
-    def books(self) -> dict[str, Path]:
-        """Every book file, by book id."""
-        return scan_library(self.root())
+    def listing(self) -> LibraryListing:
+        """Every book file by book id, and the entries skipped with their reasons
+        (`corpus_assets.books.library`)."""
+        return list_library(self.root())

@@ -24,8 +24,10 @@ QDRANT_URL_ENV, QDRANT_API_KEY_ENV = "QDRANT_URL", "QDRANT_API_KEY"
 NEO4J_URI_ENV, NEO4J_USER_ENV, NEO4J_PASSWORD_ENV = "NEO4J_URI", "NEO4J_USER", "NEO4J_PASSWORD"
 MODEL_ENV = "CORPUS_EMBEDDING_MODEL"
 MAX_BOOK_MB_ENV = "CORPUS_MAX_BOOK_MB"
+MAX_REMOVAL_SHARE_ENV, MAX_REMOVAL_BOOKS_ENV = "CORPUS_MAX_REMOVAL_SHARE", "CORPUS_MAX_REMOVAL_BOOKS"
 PG_POOL_SIZE_ENV = "CORPUS_PG_POOL_SIZE"
 QUERY_ENCODING_ENV = "CORPUS_QUERY_ENCODING"
+SEARCH_TIMEOUT_ENV = "CORPUS_SEARCH_TIMEOUT_MS"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -44,10 +46,15 @@ class Settings:
     neo4j_user: str
     embedding_model: str
     books_per_run: int  # books per run in backfills, `corpus ingest` and sensor runs
+    run_mb: float  # book files per run in `corpus ingest` and sensor runs, in MB (a bigger book runs alone)
+    max_removal_share: float  # a plan removing more than this share of the library...
+    max_removal_books: int  # ...and more than this many books waits for confirmation
+    max_attempts: int  # failures of a book's same content (not its file's fault, not an outage) before it waits
     postgres_workers: int  # books a Postgres-bound stage writes side by side
     store_retries: int
     store_retry_delay: float
     ef_search: int  # pgvector hnsw.ef_search for search and the chunks_are_findable check
+    search_timeout_ms: float  # a search's statements are stopped after this long (0: never)
     min_findable: float  # the chunks_are_findable check's threshold
     max_book_mb: float  # largest book file accepted
     index_matter: bool  # chunk and search front and back matter (contents, indexes...) too
@@ -69,11 +76,16 @@ def current() -> Settings:
         neo4j_user=env(NEO4J_USER_ENV) or "neo4j",
         embedding_model=env(MODEL_ENV) or DEFAULT_MODEL,
         books_per_run=int(env("CORPUS_BOOKS_PER_RUN") or 20),
+        run_mb=float(env("CORPUS_RUN_MB") or 32),
+        max_removal_share=float(env(MAX_REMOVAL_SHARE_ENV) or 0.05),
+        max_removal_books=int(env(MAX_REMOVAL_BOOKS_ENV) or 10),
+        max_attempts=int(env("CORPUS_MAX_ATTEMPTS") or 3),
         postgres_workers=int(env("CORPUS_POSTGRES_WORKERS") or 2),
         index_matter=(env("CORPUS_INDEX_MATTER") or "0").lower() in ("1", "true", "yes"),
         store_retries=int(env("CORPUS_STORE_RETRIES") or 4),
         store_retry_delay=float(env("CORPUS_STORE_RETRY_DELAY") or 2),
         ef_search=int(env("CORPUS_EF_SEARCH") or 200),
+        search_timeout_ms=float(env(SEARCH_TIMEOUT_ENV) or 5000),
         min_findable=float(env("CORPUS_MIN_FINDABLE") or 0.9),
         max_book_mb=float(env(MAX_BOOK_MB_ENV) or 64),
         query_encoding=(env(QUERY_ENCODING_ENV) or "onnx").lower(),

@@ -7,7 +7,9 @@ command): it keeps the model loaded, an LRU cache of query embeddings and the ke
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -17,7 +19,7 @@ from resources import settings
 from resources.embedding import EmbeddingModel
 from resources.graph import GraphResource
 from resources.postgres import PostgresResource
-from resources.postgres.store import SearchHit, WordStats
+from resources.postgres.store import CorpusDB, SearchHit, WordStats
 from resources.qdrant import QdrantResource
 from resources.qdrant.collection import PointHit, query_words
 from resources.qdrant.edge import SharedReads
@@ -96,7 +98,7 @@ class Searcher:
         """The query as searched (`checked_query`), or QueryError; the book must be in the library."""
         query = checked_query(query, k, book, store, mode)
         if book is not None:
-            with self.postgres.db() as db:
+            with self._db() as db:
                 if not db.titles([book]):
                     raise QueryError(f"unknown book {book!r}: `corpus status` lists the books")
         return query
@@ -115,12 +117,18 @@ class Searcher:
         vector.setflags(write=False)  # shared by every later hit of the cache
         return vector
 
+    @contextmanager
+    def _db(self) -> Iterator[CorpusDB]:
+        """The corpus database for one search's statements, each stopped at the search time limit."""
+        with self.postgres.db() as db, db.bounded(settings.current().search_timeout_ms):
+            yield db
+
     def _pgvector_dense(self, vector, limit: int, book: str | None) -> list[SearchHit]:
-        with self.postgres.db() as db:
+        with self._db() as db:
             return db.search(vector, limit, book, settings.current().ef_search)
 
     def _pgvector_keyword(self, query: str, limit: int, book: str | None) -> list[SearchHit]:
-        with self.postgres.db() as db:
+        with self._db() as db:
             stats, languages = self._library_stats(db)
             weights, matching = weigh(stats, db.query_words(query, languages), in_one_book=book is not None)
             return db.keyword_search(weights, matching, limit, book, stats.avg_tokens)
@@ -129,7 +137,7 @@ class Searcher:
         """(dense hits, keyword hits) from Qdrant (one open of the collection for both)."""
         words = None
         if mode != "dense":
-            with self.postgres.db() as db:
+            with self._db() as db:
                 words = query_words(query, self._library_stats(db)[1])
         with self.qdrant.open() as collection:
             dense = collection.search(vector, limit, book) if mode != "keyword" else []
@@ -138,7 +146,7 @@ class Searcher:
 
     def _titled(self, points: list[PointHit]) -> list[SearchHit]:
         """Qdrant's points as hits, with their book titles from Postgres."""
-        with self.postgres.db() as db:
+        with self._db() as db:
             titles = db.titles(list({p.book_id for p in points}))
         return [SearchHit(p.chunk_id, p.book_id, titles.get(p.book_id, p.book_id), p.chapter, p.ordinal, p.text,
                           p.score) for p in points]
@@ -161,7 +169,7 @@ class Searcher:
             for hit_id, n in found.items()
         }
         ids = {chunk_id for links in wanted.values() for _, chunk_id, _ in links if chunk_id}
-        with self.postgres.db() as db:
+        with self._db() as db:
             chunks = db.chunks_by_id(list(ids))
         return {
             hit_id: [Neighbour(relation, SearchHit(**{**chunks[chunk_id].__dict__, "score": score}))

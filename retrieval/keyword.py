@@ -14,6 +14,9 @@ MATCH_ROWS = 2000
 # Within one book only its own rows are read: words held by more than this share of all chunks
 # still count in the score but do not select matches.
 MAX_MATCH_SHARE = 0.05
+# A query's words that count, the rarest first: a query of hundreds of words (a pasted page) costs a
+# lookup per word; beyond this many its commoner words add little to the ranking.
+MAX_WORDS = 32
 
 
 def idf(stats: WordStats, word: str) -> float:
@@ -27,8 +30,9 @@ def weigh(stats: WordStats, words: list[str], in_one_book: bool = False) -> tupl
     than any in the statistics (rare, or in no chunk at all: a typo, another language's stem) and the
     rarest listed words within MATCH_ROWS (one at least); in one book the discriminative words, or
     the rarest two when all are common."""
-    weights = {word: idf(stats, word) for word in words}
-    rarest_first = sorted(words, key=lambda word: _share(stats, word))
+    rarest_first = sorted(words, key=lambda word: _share(stats, word))[:MAX_WORDS]
+    kept = set(rarest_first)
+    weights = {word: idf(stats, word) for word in words if word in kept}
     if in_one_book:
         return weights, [w for w in words if _share(stats, w) <= MAX_MATCH_SHARE] or rarest_first[:2]
     matching, rows_left = [], MATCH_ROWS

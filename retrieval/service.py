@@ -18,7 +18,7 @@ from fastapi import FastAPI, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from resources.errors import SchemaOutOfDate, StoreUnavailable
+from resources.errors import SchemaOutOfDate, SearchTimeout, StoreUnavailable
 from retrieval import DEFAULT_MODE, MAX_K, QueryError
 from retrieval.engine import Searcher, SearchResult
 
@@ -97,6 +97,12 @@ def create_app(searcher: Searcher, state: str, slow_ms: float = 200.0) -> FastAP
         reasons = "; ".join(f"{'.'.join(str(part) for part in e['loc'][1:]) or 'request'}: {e['msg']}"
                             for e in error.errors())
         return JSONResponse(status_code=422, content={"detail": reasons})
+
+    @app.exception_handler(SearchTimeout)
+    def too_slow(request, error: SearchTimeout) -> JSONResponse:
+        telemetry.error()
+        log.warning("search stopped: %s", error)
+        return JSONResponse(status_code=504, content={"detail": str(error)})
 
     @app.exception_handler(StoreUnavailable)
     @app.exception_handler(SchemaOutOfDate)

@@ -84,7 +84,7 @@ def test_awkward_but_valid_books_are_ingested_correctly_beside_a_normal_one(pipe
         (library / name).write_bytes(data)
     # The same content under a second name is a second book (each file is one); its chunks are not embedded again.
     (library / "copy-of-wallpaper.txt").write_bytes((library / f"{WALLPAPER}.txt").read_bytes())
-    ids = BookLibrary(folder=str(library)).books()
+    ids = BookLibrary(folder=str(library)).listing().files
 
     result = pipeline(*ids)  # one batched run, partitions in registration order
 

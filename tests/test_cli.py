@@ -223,7 +223,11 @@ def test_a_deleted_file_is_removed_by_the_next_ingest_and_remove_takes_a_book_ou
     kept = book_file.read_bytes()
     book_file.unlink()
 
-    after_delete = run_cli("ingest")  # the same plan as the sensor's: the book's file is gone
+    # Its file was the library's only one: an empty folder (a share not mounted?) removes nothing.
+    held = run_cli("ingest")
+    assert held.returncode == 3 and f"not removed: 1 books whose files were not found ({BOOK})" in held.stdout
+    assert "holds no book files" in held.stdout and _everywhere(tmp_path, database_url)[0] > 0
+    after_delete = run_cli("ingest", "--confirm-removal")  # the same plan as the sensor's, confirmed
     assert after_delete.returncode == 0, after_delete.stdout + after_delete.stderr
     assert f"removed 1 books (its file is gone): {BOOK}" in after_delete.stdout
     assert _everywhere(tmp_path, database_url) == (0, 0, 0, [])

@@ -21,7 +21,7 @@ from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
 from corpus_assets.batches import RANGE_END_TAG, RANGE_START_TAG
 from corpus_assets.checks import book_checks, graph_chunk_ids, hnsw_index_is_valid, postgres_chunk_ids, qdrant_chunk_ids
-from corpus_assets.library_plan import failures_of_run
+from corpus_assets.library_plan import Failed, failures_of_run
 from corpus_assets.repair import repair_stores
 from corpus_cli.status import FailingCheck, failing_checks
 from resources.embedding import EmbeddingModel
@@ -249,7 +249,7 @@ def test_a_run_of_two_books_records_each_books_own_check_results_on_its_partitio
     failed_run = stores.instance.get_run_by_id(checks_only.run_id)
     assert not checks_only.success
     assert failures_of_run(stores.instance, failed_run, sorted([ALICE, WALLPAPER])) == {
-        ALICE: ("qdrant_checks", "check qdrant_matches_postgres failed", False)}
+        ALICE: Failed("qdrant_checks", "check qdrant_matches_postgres failed", bad_input=False)}
 
 
 def partition_statuses(stores) -> dict[tuple[str, str], str]:
@@ -308,7 +308,7 @@ def test_search_finds_a_famous_line_and_the_graph_gives_its_context(stores, libr
     assert len({h.chunk_id for h in similar}) == len(similar)
 
 
-def test_keyword_and_hybrid_search_in_both_stores_the_service_and_bad_queries(stores, library):
+def test_keyword_and_hybrid_search_in_both_stores_the_service_and_bad_queries(stores, library, monkeypatch):
     shutil.copy(SAMPLE_LIBRARY_DIR / f"{ALICE}.txt", library)
     assert stores.ingest(ALICE, WALLPAPER).success
     searcher = Searcher(stores.live.postgres, stores.live.qdrant, stores.live.graph, EmbeddingModel())
@@ -367,14 +367,28 @@ def test_keyword_and_hybrid_search_in_both_stores_the_service_and_bad_queries(st
         assert again["cached_embedding"] and again["hits"][0]["context"]
         assert client.get("/search", params={"q": " "}).status_code == 422
         assert client.get("/search", params={"q": "cat", "k": 0}).json() == {"detail": "k must be between 1 and 1000, not 0"}
+        # Abuse is refused cleanly: a pasted page (1,200 characters), a book id that is a pattern.
+        too_long = client.get("/search", params={"q": "cat " * 300})
+        assert too_long.status_code == 422 and "over the limit of 1,000" in too_long.json()["detail"]
+        assert client.get("/search", params={"q": "cat", "book": "../*"}).status_code == 422
         stats = client.get("/stats").json()
-        assert stats["queries"] == 2 and stats["errors"] == 2 and stats["slow_queries"] == 2
+        assert stats["queries"] == 2 and stats["errors"] == 4 and stats["slow_queries"] == 2
         assert stats["embedding_cache"]["hits"] == 1
         # FastAPI's own refusals are one line too: which parameter, and why.
         malformed = client.get("/search", params={"k": "abc"})
         assert malformed.status_code == 422 and isinstance(malformed.json()["detail"], str)
         assert "q: Field required" in malformed.json()["detail"] and "k: " in malformed.json()["detail"]
         assert client.get("/health").json() | {"model": None} == {"status": "ok", "model": None, "query_encoding": "onnx", "state": "test"}
+
+        # A search held up (here by a lock the test holds on the chunks) is stopped at the time limit: 504.
+        monkeypatch.setenv("CORPUS_SEARCH_TIMEOUT_MS", "500")
+        with psycopg.connect(stores.live.postgres.url()) as locker:
+            locker.execute("LOCK TABLE chunks IN ACCESS EXCLUSIVE MODE")
+            for mode in ("dense", "keyword"):
+                stopped = client.get("/search", params={"q": "the Queen of Hearts " + mode, "mode": mode})
+                assert stopped.status_code == 504 and "stopped" in stopped.json()["detail"], stopped.text
+        monkeypatch.delenv("CORPUS_SEARCH_TIMEOUT_MS")
+        assert client.get("/search", params={"q": "the Queen of Hearts", "mode": "keyword"}).json()["hits"]
 
         # The service holds the Qdrant Edge shard between queries and hands it over to a writer.
         started = time.monotonic()

@@ -18,7 +18,7 @@ def test_register_job_adds_a_partition_per_new_book(tmp_path):
     run_config = {"resources": {"library": {"config": {"folder": str(tmp_path)}}}}
 
     assert job.execute_in_process(instance=instance, run_config=run_config).success
-    expected = sorted(BookLibrary(folder=str(tmp_path)).books())
+    expected = sorted(BookLibrary(folder=str(tmp_path)).listing().files)
     assert instance.get_dynamic_partitions(books_partitions.name) == expected
 
     (tmp_path / "New Book.txt").write_text("Some text.")

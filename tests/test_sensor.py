@@ -19,7 +19,9 @@ from corpus_assets.checks import graph_chunk_ids, postgres_chunk_ids, qdrant_chu
 from corpus_assets.definitions import defs
 from corpus_assets.library_plan import failures_of_run
 from corpus_assets.partitions import books_partitions
+from corpus_assets.jobs import ingest_books
 from corpus_assets.removal import remove_books
+from resources.graph import Neo4jResource
 from resources.qdrant import QdrantServerResource
 from sensors.library_sensor import library_sensor
 
@@ -47,7 +49,7 @@ def world(book_resources, qdrant, graph, opened):
     def run(request, **down):
         if request.job_name == remove_books.name:
             return remove_books.execute_in_process(
-                run_config=request.run_config, instance=instance, resources=resources, raise_on_error=False
+                run_config=request.run_config, instance=instance, resources={**resources, **down}, raise_on_error=False
             )
         return materialize(ASSETS, instance=instance, resources={**resources, **down}, tags=request.tags,
                            raise_on_error=False)
@@ -87,9 +89,9 @@ def test_new_unchanged_changed_and_removed_books(world, library, book_resources,
 
     idle = tick()
     assert idle.run_requests == []  # nothing changed: no run
-    # Dagster keeps every tick's cursor: it holds a position in the run-failure events and the books being
-    # removed; the file cache is in Postgres and the runs in flight are Dagster's own records.
-    assert json.loads(idle.cursor)["removing"] == [] and len(idle.cursor) < 100
+    # Dagster keeps every tick's cursor: it holds a position in the run-failure events; the file cache is
+    # in Postgres and the runs in flight (ingests and removals) are Dagster's own records.
+    assert set(json.loads(idle.cursor)) == {"failures_after"} and len(idle.cursor) < 100
     with opened(book_resources["postgres"]) as postgres, postgres.db() as db:
         cached = db.library_files()
     path = library / f"{WALLPAPER}.txt"
@@ -205,8 +207,9 @@ def test_a_store_outage_is_retried_by_the_next_tick_not_held_back(world, book_re
     first = tick()
     failed = run(first.run_requests[0], qdrant=QdrantServerResource(url="http://127.0.0.1:9"))  # refused
     assert not failed.success
-    stage, problem, bad_input = failures_of_run(instance, failed.dagster_run, [WALLPAPER])[WALLPAPER]
-    assert stage == "qdrant_points" and "unavailable" in problem and not bad_input
+    failure = failures_of_run(instance, failed.dagster_run, [WALLPAPER])[WALLPAPER]
+    assert failure.stage == "qdrant_points" and "unavailable" in failure.problem and not failure.bad_input
+    assert not failure.counts  # an outage is never counted against the book
     retry = tick()  # reads the failed run back: Postgres stores the book, its Qdrant write is asked again
     assert ranges(retry) == [(WALLPAPER, WALLPAPER)]
     assert run(retry.run_requests[0]).success
@@ -218,3 +221,56 @@ def test_a_runs_books_tag_names_few_books_and_counts_many():
     assert books_tag(["a"]) == {BOOKS_TAG: "a"}
     assert books_tag(["a", "b", "c"]) == {BOOKS_TAG: "a, b, c"}
     assert books_tag([f"book{i:03d}" for i in range(100)]) == {BOOKS_TAG: "100 books: book000 … book099"}
+
+
+def test_an_emptied_library_removes_nothing_and_the_held_removal_is_planned_again_every_tick(
+    world, library, book_resources, monkeypatch
+):
+    instance, tick, run, ids = world
+    assert run(tick().run_requests[0]).success
+    book = library / f"{WALLPAPER}.txt"
+    book.rename(library.parent / "elsewhere.txt")  # the folder now holds nothing: a share not mounted, say
+    for _ in range(2):
+        held = tick()
+        assert held.run_requests == [] and "holds no book files" in held.skip_reason.skip_message
+    assert ids(WALLPAPER)[0]  # still stored everywhere
+
+    # New books are ingested meanwhile; a removal over the limits waits, and is asked again every tick.
+    monkeypatch.setenv("CORPUS_MAX_REMOVAL_BOOKS", "0")
+    monkeypatch.setenv("CORPUS_MAX_REMOVAL_SHARE", "0")
+    (library / "newcomer.txt").write_text("A new book.\n\n" + "It has a few words. " * 200, encoding="utf-8")
+    both = tick()
+    assert [r.job_name for r in both.run_requests] == [ingest_books.name] and ranges(both) == [("newcomer", "newcomer")]
+    assert run(both.run_requests[0]).success
+    assert tick().run_requests == [] and ids(WALLPAPER)[0]
+    monkeypatch.delenv("CORPUS_MAX_REMOVAL_BOOKS")
+    monkeypatch.delenv("CORPUS_MAX_REMOVAL_SHARE")
+    removal = tick()  # within the limits now: the same pending removal
+    assert [r.job_name for r in removal.run_requests] == [remove_books.name]
+    assert run(removal.run_requests[0]).success and ids(WALLPAPER) == (set(), set(), set())
+
+
+def test_a_failed_removal_is_asked_again_and_a_book_deleted_twice_is_removed_twice(world, library):
+    instance, tick, run, ids = world
+    book = library / f"{WALLPAPER}.txt"
+    (library / "keeper.txt").write_text("A book that stays.\n\n" + "It has a few words. " * 200, encoding="utf-8")
+    for request in tick().run_requests:
+        assert run(request).success
+    saved = book.read_bytes()
+    book.unlink()
+    first = tick()
+    assert [r.job_name for r in first.run_requests] == [remove_books.name]
+    assert not run(first.run_requests[0], graph=Neo4jResource(uri="bolt://127.0.0.1:9", retry_seconds=0.5)).success
+    assert ids(WALLPAPER)[0]  # the failed removal left Postgres (removed last) as it was
+    again = tick()  # the failed removal is asked again, not forgotten
+    assert [r.job_name for r in again.run_requests] == [remove_books.name]
+    assert run(again.run_requests[0]).success and ids(WALLPAPER) == (set(), set(), set())
+
+    book.write_bytes(saved)  # back, then deleted again: removed again (no run key ties it to the first removal)
+    for request in tick().run_requests:
+        assert run(request).success
+    assert ids(WALLPAPER)[0]
+    book.unlink()
+    last = tick()
+    assert [r.job_name for r in last.run_requests] == [remove_books.name]
+    assert run(last.run_requests[0]).success and ids(WALLPAPER) == (set(), set(), set())

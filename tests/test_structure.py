@@ -1,10 +1,12 @@
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from corpus_assets.books.gutenberg import split_title
-from corpus_assets.books.structure import BACK, BODY, FRONT, FRONT_MATTER_TITLE, split_sections
+from corpus_assets.books.structure import BACK, BODY, FRONT, FRONT_MATTER_TITLE, split_sections, structure_doubts
 from corpus_assets.books.decode import decode_book
 from corpus_assets.books.gutenberg import split_gutenberg
 
@@ -193,3 +195,96 @@ def test_corpus_inspect_prints_what_would_be_stored_as_json(shared_books, tmp_pa
     kinds = [s["kind"] for s in book["sections"]]
     assert kinds[:2] == [FRONT, FRONT] and kinds[2:] == [BODY] * 28
     assert all(a["end"] == b["start"] for a, b in zip(book["sections"], book["sections"][1:]))
+    assert book["structure_doubts"] == []
+    tree = subprocess.run([str(Path(sys.executable).with_name("corpus")), "inspect", str(shared_books / "2600_war-and-peace.txt")],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "120"}).stdout
+    # For a person: parts with their chapters indented below them, each with its size.
+    assert "\n  BOOK ONE: 1805 \n" in tree.replace(" " * 2 + "\n", " \n") or "  BOOK ONE: 1805" in tree
+    assert re.search(r"\n      CHAPTER I +\d{1,3},\d{3}\n", tree), tree[:2000]
+
+
+def test_headings_in_the_languages_of_the_library():
+    for headings in (["Capítulo primero. Que trata de la condición", "Capítulo segundo", "Capítulo tercero"],
+                     ["CAPITOLO PRIMO.", "CAPITOLO II.", "CAPITOLO III."],
+                     ["Canto Primeiro", "Canto Segundo", "Canto Terceiro"],
+                     ["EERSTE HOOFDSTUK[1]", "TWEEDE HOOFDSTUK", "DERDE HOOFDSTUK", "VIERDE HOOFDSTUK",
+                      "VYFDE HOOFDSTUK"],  # a note's mark, the older Dutch spelling
+                     ["Ensimmäinen luku", "Toinen luku", "Kolmas luku"],
+                     ["FØRSTE AKT", "ANDEN AKT", "TREDJE AKT"],
+                     ["LIBER PRIMVS", "LIBER SECVNDVS", "LIBER TERTIVS"],
+                     ["Chapitre dix-septième", "Chapitre dix-huitième", "Chapitre dix-neuvième"],
+                     ["-I-", "-II-", "-III-"], ["_THE FIRST CHAPTER_", "_THE SECOND CHAPTER_", "_THE LAST CHAPTER_"],
+                     ["C. IULI CAESARIS DE BELLO GALLICO COMMENTARIUS PRIMUS",
+                      "C. IULI CAESARIS DE BELLO GALLICO COMMENTARIUS SECUNDUS"],
+                     ["FEDERALIST No. 1", "FEDERALIST No. 2", "FEDERALIST No. 3"]):
+        text = "\n\n".join(part for heading in headings for part in (heading, prose("Words of the chapter.")))
+        assert [s.title for s in split_sections(text, "T")] == headings, headings
+    # "Chapter 1.II.": volume 1, chapter 2; each volume numbers its chapters from I again.
+    dotted = [f"Chapter {v}.{r}." for v in (1, 2) for r in ("I", "II", "III")]
+    text = "\n\n".join(part for heading in dotted for part in (heading, prose("Words.")))
+    assert [s.title for s in split_sections(text, "T")] == dotted
+    # Not headings: a number's own word before words ("No one came"), a cardinal before a heading word.
+    text = "\n\n".join(["CHAPTER I.", prose("Words."), "No one came.", prose("Words."), "Two letters", prose("Words."),
+                        "CHAPTER II.", prose("Words.")])
+    assert [s.title for s in split_sections(text, "T")] == ["CHAPTER I.", "CHAPTER II."]
+
+
+def test_a_dictionarys_letters_including_those_that_are_roman_numerals():
+    letters = [chr(c) for c in range(ord("A"), ord("Z") + 1)]
+    text = "\n\n".join(part for letter in letters for part in (letter, prose(f"{letter}bout, n. A word.")))
+    assert [s.title for s in split_sections(text, "T")] == letters
+
+
+def test_poems_in_numbered_parts_are_pieces_not_chapters():
+    poems = []
+    for title, parts in (("LE CHAT", 2), ("UN FANTOME", 4), ("LA MUSIQUE", 0), ("LE FLACON", 3)):
+        poems.append(f"\n\n\n  {title}\n\n")
+        for n in range(1, parts + 1):
+            poems.append(f"\n\n{['I', 'II', 'III', 'IV'][n - 1]}\n\n" + "  Un vers de poème qui chante.\n" * 12)
+        poems.append("  Un vers de poème qui chante et se tait.\n" * 12)
+    assert [s.title for s in split_sections("".join(poems), "T")] == ["LE CHAT", "UN FANTOME", "LA MUSIQUE", "LE FLACON"]
+
+
+def test_an_editors_essay_before_the_novel_is_front_matter_and_cast_lists_belong_to_their_play():
+    essay = [part for n in ("I.", "II.", "III.") for part in (n, prose("Manzoni wrote this; Manzoni thought that."))]
+    novel = [part for n in ("PRIMO", "II", "III", "IV") for part in (f"CAPITOLO {n}.", prose("Quel ramo del lago."))]
+    sections = split_sections("\n\n".join([*essay, *novel]), "I promessi sposi", "Alessandro Manzoni")
+    assert [(s.title, s.kind) for s in sections] == [("I.", FRONT), ("CAPITOLO PRIMO.", BODY), ("CAPITOLO II.", BODY),
+                                                    ("CAPITOLO III.", BODY), ("CAPITOLO IV.", BODY)]
+    plays = []
+    for play, acts in (("THE PROPOSAL", 0), ("THE BEAR", 0), ("THE THREE SISTERS", 2)):
+        plays += [f"\n\n\n{play}\n\n", "CHARACTERS\n\nA LANDOWNER\nHIS DAUGHTER\n\n", prose("A room in a house.") + "\n"]
+        plays += [f"\n\nACT {'I' * n}\n\n{prose('A garden.')}\n" for n in range(1, acts + 1)]
+    assert [s.title for s in split_sections("".join(plays), "T")] == [
+        "THE PROPOSAL", "THE BEAR", "THE THREE SISTERS", "ACT I", "ACT II"]
+
+
+def test_a_scene_heading_whose_persons_wrap_onto_the_next_line():
+    scenes = ["Scène première. - Valère, Élise.",
+              "Scène II. - Harpagon ; Élise et Cléante, parlant ensemble, et restant\nsur le devant du théâtre.",
+              "Scène III. - Harpagon, La Flèche."]
+    text = "\n\n".join(part for scene in scenes for part in (scene, prose("Des mots.")))
+    assert [s.title.split(" - ")[0] for s in split_sections(text, "T")] == ["Scène première.", "Scène II.", "Scène III."]
+
+
+def test_titles_from_old_headers_without_accents_or_with_their_edition():
+    for header, body, title in [
+        ("Title: Contes de la Becasse\n", "\n\nGUY DE MAUPASSANT\n\n\nCONTES DE LA BÉCASSE\n\n", "Contes de la Bécasse"),
+        ("Title: Die Leute von Seldwyla, Vol. 1\n", "", "Die Leute von Seldwyla"),
+        ("Title: Cæsar's Commentaries, Books I-IV\n", "", "Cæsar's Commentaries"),
+        ("Project Gutenberg Etext of Macbeth by Shakespeare\n\n", "", "Macbeth"),
+    ]:
+        text = f"{header}\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\n{body}{prose('Words.')}\n"
+        assert split_gutenberg(text).title == title
+
+
+def test_doubts_about_a_books_structure_are_said_with_their_reason():
+    chapters = [part for n in (1, 2, 3, 5, 6) for part in (f"CHAPTER {n}", prose("Words of it."))]
+    sections = split_sections("\n\n".join(chapters), "T")
+    assert structure_doubts("\n\n".join(chapters), sections) == ["chapter numbers missing: 4"]
+    one = "\n\n".join(["CHAPTER I", prose("Words.") * 400, "CHAPTER II", prose("Words.")])
+    assert structure_doubts(one, split_sections(one, "T")) == ["one section (CHAPTER I) holds 100% of the book"]
+    listed = "\n\n".join(["CONTENTS", "\n".join(f"{n}. Chapter the {n}" for n in range(1, 21)),
+                          "1. The Start", prose("Words."), "2. The End", prose("Words.")])
+    assert structure_doubts(listed, split_sections(listed, "T")) == [
+        "the contents list has about 20 entries, 2 sections were found"]

@@ -20,6 +20,7 @@ over a state folder built elsewhere (the 1.35M-chunk scale run's): bench/results
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -57,9 +58,15 @@ def main() -> None:
     library = args.work / "library"
     library.mkdir(parents=True, exist_ok=True)
     for stem, path in files.items():
-        link = library / path.name
-        if not link.exists():
-            link.symlink_to(path.resolve())
+        # Hard links (a copy across file systems): a library never follows a symbolic link out of itself.
+        copy = library / path.name
+        if copy.is_symlink():  # a library made before that rule
+            copy.unlink()
+        if not copy.exists():
+            try:
+                os.link(path, copy)
+            except OSError:
+                shutil.copy2(path, copy)
     os.environ.update({"CORPUS_STATE_DIR": str(args.work / "state"), "CORPUS_LIBRARY_DIR": str(library)})
     started = time.perf_counter()
     subprocess.run([CORPUS, "ingest"], check=True)

@@ -7,12 +7,16 @@ from typing import Any, TypeVar
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy
 
 from corpus_assets.books.errors import FAILURES_KEY, BookError
+from corpus_assets.books.safe_text import md_cell
 from resources import settings
 
 T = TypeVar("T")
 Metadata = Mapping[str, Any]
 
 _SETTINGS = settings.current()
+# A store that is down or unreachable: retried without end (by the next tick), never counted against
+# the book (`CORPUS_MAX_ATTEMPTS` counts the failures that are neither this nor the file's fault).
+_OUTAGES = (ConnectionError, TimeoutError)  # `resources.errors.StoreUnavailable` is a ConnectionError
 # Books a Postgres-bound stage works on side by side: the work runs in the server (HNSW inserts
 # and searches, one core per connection), so two books at once use both cores of a small machine
 # while this process mostly waits. Each needs one pooled connection (`CORPUS_PG_POOL_SIZE`).
@@ -47,21 +51,22 @@ def for_each_book(
     results: dict[str, T] = {}
     problems: dict[str, str] = {}
     retryable: dict[str, bool] = {}
+    outage: dict[str, bool] = {}
 
-    def attempt(book_id: str) -> tuple[str, tuple[T, Metadata] | None, str | None, bool]:
+    def attempt(book_id: str) -> tuple[str, tuple[T, Metadata] | None, str | None, bool, bool]:
         try:
-            return book_id, process(book_id), None, False
+            return book_id, process(book_id), None, False, False
         except BookError as error:
-            return book_id, None, str(error), False
+            return book_id, None, str(error), False, False
         except Exception as error:  # noqa: BLE001 - reported per book below, with its type
-            return book_id, None, f"{type(error).__name__}: {error}", True
+            return book_id, None, f"{type(error).__name__}: {error}", True, isinstance(error, _OUTAGES)
 
     if workers > 1:
         with ThreadPoolExecutor(workers, thread_name_prefix=stage) as executor:
             outcomes = list(executor.map(attempt, book_ids))
     else:
         outcomes = map(attempt, book_ids)
-    for book_id, outcome, problem, retry in outcomes:
+    for book_id, outcome, problem, retry, transient in outcomes:
         if problem is None:
             results[book_id], metadata = outcome
             context.add_asset_metadata(dict(metadata), partition_key=book_id)
@@ -69,6 +74,7 @@ def for_each_book(
             context.log.error(f"book {book_id!r}: {stage} failed: {problem}")
             problems[book_id] = problem
             retryable[book_id] = retry
+            outage[book_id] = transient
     if problems:
         listing = "; ".join(f"{book}: {problem}" for book, problem in problems.items())
         rows = "\n".join(f"| {book} | {md_cell(problem, 300)} |" for book, problem in problems.items())
@@ -77,17 +83,10 @@ def for_each_book(
             metadata={
                 "failed books": MetadataValue.md(f"| book | problem |\n|---|---|\n{rows}"),
                 FAILURES_KEY: MetadataValue.json(
-                    {book: {"stage": stage, "problem": problem, "bad_input": not retryable[book]}
-                     for book, problem in problems.items()}
+                    {book: {"stage": stage, "problem": problem, "bad_input": not retryable[book],
+                            "transient": outage[book]} for book, problem in problems.items()}
                 ),
             },
             allow_retries=any(retryable.values()),
         )
     return results
-
-
-def md_cell(text: str, limit: int = 90) -> str:
-    """Text shortened and escaped to sit in one markdown table cell."""
-    flat = " ".join(text.split())
-    flat = flat if len(flat) <= limit else flat[: limit - 1] + "…"
-    return flat.replace("|", "\\|")

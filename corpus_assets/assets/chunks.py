@@ -10,7 +10,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 from dagster import AssetExecutionContext, MetadataValue
 
-from corpus_assets.assets._per_book import STORE_RETRY, for_each_book, md_cell
+from corpus_assets.assets._per_book import STORE_RETRY, for_each_book
+from corpus_assets.books.safe_text import md_cell
 from corpus_assets.assets.text import BookText
 from corpus_assets.books.chunking import CHUNKER_VERSION, OVERLAP, Chunk, chunk_book_timed
 from corpus_assets.books.errors import BookError

@@ -11,7 +11,7 @@ import warnings
 
 from dagster import AssetObservation, BetaWarning, DataVersion, DataVersionsByPartition, observable_source_asset
 
-from corpus_assets.library_plan import scan_library
+from corpus_assets.library_files import hash_files
 from corpus_assets.partitions import books_partitions
 
 # Dagster reads an observation's data version from this tag. Observations the sensor and the CLI
@@ -22,9 +22,8 @@ _DATA_VERSION_TAG = "dagster/data_version"
 
 def observe_book_files(context) -> DataVersionsByPartition:
     registered = set(context.instance.get_dynamic_partitions(books_partitions.name))
-    files = {book_id: path for book_id, path in context.resources.library.books().items() if book_id in registered}
     with context.resources.postgres.db() as db:
-        scan = scan_library(files, db)
+        scan = hash_files(context.resources.library.listing(), db, only=registered)
     return DataVersionsByPartition({book_id: DataVersion(sha) for book_id, sha in scan.current.items()})
 
 

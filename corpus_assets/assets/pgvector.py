@@ -20,7 +20,8 @@ from resources.postgres.store import BookRow, CorpusDB
 def book_row(book: BookText) -> BookRow:
     return BookRow(id=book.book_id, title=book.title, author=book.author, language=book.language,
                    source_file=book.source_file, content_sha256=book.content_sha256, bytes=book.bytes,
-                   encoding=book.encoding, sections=book.sections, subtitle=book.subtitle)
+                   encoding=book.encoding, sections=book.sections, subtitle=book.subtitle,
+                   structure_doubts=list(book.doubts))
 
 
 def holds_version(db: CorpusDB, book: BookText, chunks: list[Chunk], model: str, chunked_from: str) -> bool:

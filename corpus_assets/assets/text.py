@@ -4,9 +4,10 @@ from dataclasses import dataclass
 
 from dagster import AssetExecutionContext, MetadataValue
 
-from corpus_assets.assets._per_book import for_each_book, md_cell
+from corpus_assets.assets._per_book import for_each_book
+from corpus_assets.books.safe_text import md_cell
 from corpus_assets.assets.raw import RawBook
-from corpus_assets.books.structure import BODY, STRUCTURE_VERSION, Section, split_sections
+from corpus_assets.books.structure import BODY, STRUCTURE_VERSION, Section, split_sections, structure_doubts
 from corpus_assets.books.decode import decode_book
 from corpus_assets.books.errors import BookError
 from corpus_assets.books.gutenberg import split_gutenberg
@@ -27,6 +28,9 @@ class BookText:
     source_file: str
     content_sha256: str
     bytes: int
+    works: int = 1  # books joined in the file, each between its own Gutenberg markers: all kept
+    after_end: int = 0  # characters after the last end marker, not kept (the licence, usually)
+    doubts: tuple[str, ...] = ()  # why its sections may be wrong (`structure_doubts`)
 
 
 def clean_book(raw: RawBook) -> BookText:
@@ -35,6 +39,7 @@ def clean_book(raw: RawBook) -> BookText:
     if not parts.body.strip():
         raise BookError("no text between the Project Gutenberg start and end markers")
     title = parts.title or raw.source_file.rsplit("/", 1)[-1].removesuffix(".txt")
+    sections = split_sections(parts.body, title, parts.author)
     return BookText(
         book_id=raw.book_id,
         title=title,
@@ -44,10 +49,13 @@ def clean_book(raw: RawBook) -> BookText:
         encoding=decoded.encoding,
         has_gutenberg_markers=parts.has_markers,
         text=parts.body,
-        sections=split_sections(parts.body, title, parts.author),
+        sections=sections,
         source_file=raw.source_file,
         content_sha256=raw.sha256,
         bytes=len(raw.data),
+        works=parts.works,
+        after_end=parts.after_end,
+        doubts=tuple(structure_doubts(parts.body, sections)),
     )
 
 
@@ -77,6 +85,9 @@ def book_text(context: AssetExecutionContext, raw_books: dict[str, RawBook]) -> 
             "chapters": len(body),
             "parts": len({s.part for s in body if s.part}),
             "front and back matter characters": sum(s.end - s.start for s in book.sections if s.kind != BODY),
+            "structure doubts": "; ".join(book.doubts) or "none",
+            "books in the file": book.works,
+            "characters after the end marker, not kept": book.after_end,
             "section list": MetadataValue.md(f"| # | kind | section | characters |\n|---|---|---|---|\n{chapters}"),
             "preview": MetadataValue.md(md_cell(book.text[opening : opening + 2000], 400)),
         }

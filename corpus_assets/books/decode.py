@@ -28,7 +28,8 @@ def decode_book(data: bytes) -> DecodedText:
         raise BookError("the file is empty")
     for bom, encoding in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
         if data.startswith(bom):
-            return _decoded(data.decode(encoding), encoding)
+            text = data.decode(encoding, errors="replace")  # an odd byte count, a lone surrogate: marked, not fatal
+            return _decoded(text, encoding if "\ufffd" not in text else f"{encoding} (with invalid bytes replaced)")
     _reject_binary(data)
     try:
         return _decoded(data.decode("utf-8"), "utf-8")
@@ -42,6 +43,11 @@ def decode_book(data: bytes) -> DecodedText:
 
 
 def _decoded(text: str, encoding: str) -> DecodedText:
+    # No store takes a NUL in text (Postgres refuses it): anywhere in the file, not only where the
+    # binary test looked (its first 64 KiB; and a UTF-16 file's zero bytes are not NULs until decoded).
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise BookError(f"the file holds a NUL character (at character {nul:,}): not plain text")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip():
         raise BookError("the file holds only whitespace")

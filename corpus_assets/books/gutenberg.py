@@ -4,6 +4,7 @@ Files without Gutenberg markers are plain text and pass through whole.
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 # "*** START OF THE PROJECT GUTENBERG EBOOK X ***", "***START OF THIS PROJECT GUTENBERG EBOOK X***",
@@ -26,17 +27,28 @@ _PRODUCER_LINE = re.compile(
 # Older headers give no "Title:" field, only "Project Gutenberg's X, by Y" or "The Project
 # Gutenberg EBook of X, by Y" on the first line.
 _FIRST_LINE_TITLE = re.compile(
-    r"(?:The )?Project Gutenberg(?:'s| E-?Book of| E-?text of)\s+(?P<title>.+?)(?:,\s+by\s+(?P<author>.+))?$",
+    r"(?:The )?Project Gutenberg(?:'s| E-?Book of| E-?text of)\s+(?P<title>.+?)"
+    r"(?:,?\s+by\s+(?P<author>(?:[A-Z][\w.'’-]*\s*){1,5}))?$",  # "Etext of Macbeth by Shakespeare"
     re.IGNORECASE,
 )
 
 
 # "Frankenstein; or, The Modern Prometheus", "Emma: A Novel", "Walden, or Life in the Woods"
 _SUBTITLE_SPLIT = re.compile(r"\s*(?:[;:]\s+(?=\S)|,\s+(?=or\b)|\s+[—–]\s+)", re.IGNORECASE)
-_EDITION_SUFFIX = re.compile(r"[,.\s—–-]*\(?\b(?:complete|unabridged)\)?\.?$", re.IGNORECASE)
+# "Complete", "Unabridged", "Vol. 1", "Volume II (of 3)", "Band 1", "Books I-IV": which volume of an
+# edition, not part of the title.
+_EDITION_SUFFIX = re.compile(
+    r"[,.\s—–-]*\(?\b(?:complete|unabridged|(?:vol(?:ume)?|band|tome|tomo|books?|parts?|teil)\.?\s+"
+    r"[\dIVXLC]+(?:\s*[-–]\s*[\dIVXLC]+)?(?:\s*\(?of\s+\d+\)?)?)\)?\.?$",
+    re.IGNORECASE,
+)
 
 
 _TITLE_PAGE_CHARS = 1500
+# Under a title on its title page, lines that are no subtitle: "by" (in the library's languages) before
+# the author, and which edition or volume this is.
+_BY = re.compile(r"(?i)(?:by|par|por|von|di|da|door|av|af)\b")
+_EDITION_LINE = re.compile(r"(?i)\b(?:[ée]dition|edizione|edición|edição|auflage|uitgave|band|volume|tome|tomo|vol)\b")
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,8 @@ class GutenbergParts:
     author: str | None
     language: str | None
     has_markers: bool
+    works: int = 1  # books in the file, one after another, each between its own start and end markers
+    after_end: int = 0  # characters after the last end marker, not kept (the licence, usually)
 
 
 def split_gutenberg(text: str) -> GutenbergParts:
@@ -58,6 +72,12 @@ def split_gutenberg(text: str) -> GutenbergParts:
     end = _END_MARKERS.search(text, start.end())
     body_start = _skip_producer_credits(text, start.end())
     body_end = end.start() if end else len(text)
+    # More books after the first one's end (files joined into one): each one's text is kept, in order,
+    # its own header and licence left out; never silently cut at the first end marker.
+    later: list[str] = []
+    while end is not None and (start_again := _START_MARKERS.search(text, end.end())) is not None:
+        end = _END_MARKERS.search(text, start_again.end())
+        later.append(text[_skip_producer_credits(text, start_again.end()) : end.start() if end else len(text)])
     title_lines, author = _field_lines(header, "Title"), _field(header, "Author")
     if title_lines:
         title, subtitle = split_title(title_lines)
@@ -66,16 +86,20 @@ def split_gutenberg(text: str) -> GutenbergParts:
         title, subtitle = split_title([first_line_title]) if first_line_title else (None, None)
         author = author or first_line_author
     body = text[body_start:body_end]
+    if title:
+        title = with_title_page_accents(title, body)
     if title and subtitle is None:
         subtitle = subtitle_from_title_page(body, title, author)
     return GutenbergParts(
-        body=body,
+        body="\n\n\n".join([body, *later]),
         body_offset=body_start,
         title=title,
         subtitle=subtitle,
         author=author,
         language=_field(header, "Language"),
         has_markers=True,
+        works=1 + len(later),
+        after_end=len(text) - end.end() if end else 0,
     )
 
 
@@ -92,11 +116,27 @@ def subtitle_from_title_page(body: str, title: str, author: str | None) -> str |
             return f"Or, {following[1]}"
         line = following[0]
         names = set(words(author or ""))
-        if (len(line) > 80 or re.match(r"(?i)by\b", line) or names & set(words(line))
+        if (len(line) > 80 or _BY.match(line) or _EDITION_LINE.search(line) or names & set(words(line))
                 or not line[0].isalpha() or line.endswith((".", ",", ";", ":")) and not line.lower().startswith("or")):
             return None
         return line
     return None
+
+
+def with_title_page_accents(title: str, body: str) -> str:
+    """The title with the accents its own title page gives it, where the header wrote it in plain ASCII
+    ("Contes de la Becasse" under "CONTES DE LA BÉCASSE"), in the header's case."""
+    if not title.isascii():
+        return title
+    for line in body[:_TITLE_PAGE_CHARS * 2].splitlines():
+        line = unicodedata.normalize("NFC", " ".join(line.split()))
+        if len(line) == len(title) and not line.isascii() and _folded(line) == _folded(title):
+            return "".join(accented.lower() if plain.islower() else accented for plain, accented in zip(title, line))
+    return title
+
+
+def _folded(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text.upper()) if not unicodedata.combining(c))
 
 
 def words(text: str) -> list[str]:

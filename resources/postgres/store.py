@@ -6,16 +6,22 @@ store holds). Rows come back as dataclasses by column name. All values are param
 identifiers in SQL text are constants of this module or names read from the catalog.
 """
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
+import psycopg
 from psycopg import Connection
 from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 from corpus_assets.books.structure import BODY, STRUCTURE_VERSION, Section
 from corpus_assets.books.chunking import Chunk
+from corpus_assets.books.errors import BookError
+from resources.errors import SearchTimeout
+from resources.settings import SEARCH_TIMEOUT_ENV
 
 HNSW_INDEX = "chunks_embedding_hnsw_idx"
 # Chunks keyword search scores with BM25, out of those holding the most (idf-weighted) query words.
@@ -26,11 +32,11 @@ _COPY_CHUNKS = f"COPY chunks ({CHUNK_COLUMNS}, embedding, model, text_config) FR
 _CHUNK_TYPES = ["text", "text", "int4", "int4", "text", "text", "int4", "int4", "int4", "text", "vector", "text", "text"]
 _UPSERT_BOOK = """
 INSERT INTO books (id, title, subtitle, author, language, source_file, content_sha256, bytes, encoding,
-                   chapter_count, chunk_count, chapters, structure_version)
+                   chapter_count, chunk_count, chapters, structure_version, structure_doubts)
 VALUES (%(id)s, %(title)s, %(subtitle)s, %(author)s, %(language)s, %(source_file)s, %(content_sha256)s, %(bytes)s,
-        %(encoding)s, %(chapter_count)s, %(chunk_count)s, %(chapters)s, %(structure_version)s)
+        %(encoding)s, %(chapter_count)s, %(chunk_count)s, %(chapters)s, %(structure_version)s, %(structure_doubts)s)
 ON CONFLICT (id) DO UPDATE SET
-    structure_version = EXCLUDED.structure_version, title = EXCLUDED.title, subtitle = EXCLUDED.subtitle, author = EXCLUDED.author, language = EXCLUDED.language,
+    structure_version = EXCLUDED.structure_version, structure_doubts = EXCLUDED.structure_doubts, title = EXCLUDED.title, subtitle = EXCLUDED.subtitle, author = EXCLUDED.author, language = EXCLUDED.language,
     source_file = EXCLUDED.source_file, content_sha256 = EXCLUDED.content_sha256,
     bytes = EXCLUDED.bytes, encoding = EXCLUDED.encoding, chapter_count = EXCLUDED.chapter_count,
     chunk_count = EXCLUDED.chunk_count, chapters = EXCLUDED.chapters, updated_at = now()
@@ -148,6 +154,7 @@ class BookRow:
     encoding: str
     sections: list[Section]
     subtitle: str | None = None
+    structure_doubts: list[str] = field(default_factory=list)
 
 
 def _tsquery(word: str) -> str:
@@ -179,9 +186,12 @@ class BookSummary:
     id: str
     title: str
     author: str | None
+    language: str | None
     chapters: int
     chunks: int
     tokens: int
+    doubts: list[str]  # why its chapters may be wrong
+    updated_at: datetime  # when its rows were last written
 
 
 @dataclass(frozen=True)
@@ -203,6 +213,7 @@ class BookFailure:
     problem: str
     bad_input: bool
     run_id: str
+    attempts: int = 0  # failures of this content that count (not the file's fault, nor a store's outage)
 
 
 @dataclass(frozen=True)
@@ -283,22 +294,29 @@ class CorpusDB:
 
     # --- each book's last failure -------------------------------------------------------------
 
-    def book_failures(self) -> dict[str, BookFailure]:
+    def book_failures(self, book_ids: Sequence[str] | None = None) -> dict[str, BookFailure]:
+        """Each book's last failure (of `book_ids`, if given)."""
         with self.conn.cursor(row_factory=class_row(BookFailure)) as cur:
             return {row.book_id: row for row in cur.execute(
-                "SELECT book_id, sha256, stage, problem, bad_input, run_id FROM book_failures")}
+                "SELECT book_id, sha256, stage, problem, bad_input, run_id, attempts FROM book_failures "
+                "WHERE %(ids)s::text[] IS NULL OR book_id = ANY(%(ids)s)",
+                {"ids": None if book_ids is None else list(book_ids)})}
 
-    def record_book_failures(self, failures: Sequence[BookFailure]) -> None:
-        """Each book's latest failure replaces its earlier one."""
+    def record_book_failures(self, failures: Sequence[BookFailure], counted: Collection[str] = ()) -> None:
+        """Each book's latest failure replaces its earlier one; the books in `counted` add one to their
+        attempts on the same content (a new content starts again)."""
         if not failures:
             return
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO book_failures (book_id, sha256, stage, problem, bad_input, run_id) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (book_id) DO UPDATE SET sha256 = EXCLUDED.sha256, "
+                "INSERT INTO book_failures (book_id, sha256, stage, problem, bad_input, run_id, attempts) "
+                "VALUES (%(book_id)s, %(sha256)s, %(stage)s, %(problem)s, %(bad_input)s, %(run_id)s, %(add)s) "
+                "ON CONFLICT (book_id) DO UPDATE SET sha256 = EXCLUDED.sha256, "
                 "stage = EXCLUDED.stage, problem = EXCLUDED.problem, bad_input = EXCLUDED.bad_input, "
-                "run_id = EXCLUDED.run_id, failed_at = now()",
-                [(f.book_id, f.sha256, f.stage, f.problem, f.bad_input, f.run_id) for f in failures],
+                "run_id = EXCLUDED.run_id, failed_at = now(), attempts = EXCLUDED.attempts + CASE "
+                "WHEN book_failures.sha256 IS NOT DISTINCT FROM EXCLUDED.sha256 THEN book_failures.attempts ELSE 0 END",
+                [{"book_id": f.book_id, "sha256": f.sha256, "stage": f.stage, "problem": f.problem,
+                  "bad_input": f.bad_input, "run_id": f.run_id, "add": int(f.book_id in counted)} for f in failures],
             )
 
     def forget_book_failures(self, book_ids: Sequence[str]) -> None:
@@ -335,8 +353,8 @@ class CorpusDB:
         with self.conn.cursor(row_factory=class_row(BookSummary)) as cursor:
             return cursor.execute(
                 """
-                SELECT b.id, b.title, b.author, b.chapter_count AS chapters, count(c.id) AS chunks,
-                       coalesce(sum(c.token_count), 0) AS tokens
+                SELECT b.id, b.title, b.author, b.language, b.chapter_count AS chapters, count(c.id) AS chunks,
+                       coalesce(sum(c.token_count), 0) AS tokens, b.structure_doubts AS doubts, b.updated_at
                 FROM books b LEFT JOIN chunks c ON c.book_id = b.id
                 GROUP BY b.id ORDER BY b.id
                 """
@@ -399,6 +417,17 @@ class CorpusDB:
         waits on the book's advisory lock. `synced` ({target: fingerprint}) is recorded in the same
         transaction, so the record never claims more than was committed.
         """
+        try:
+            return self._replace_book_chunks(book, chunks, vectors, model, synced)
+        except psycopg.errors.DataError as error:
+            # Postgres refuses this text (a character it cannot store, a word too long to index): the
+            # same bytes fail the same way every time, so it is the file's fault, not a retry.
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise BookError(f"Postgres refused the book's text: {reason}") from None
+
+    def _replace_book_chunks(
+        self, book: BookRow, chunks: Sequence[Chunk], vectors: np.ndarray, model: str, synced: dict[str, str]
+    ) -> int:
         with self.conn.transaction():
             self._lock_book(book.id)
             self.conn.execute(_UPSERT_BOOK, {
@@ -407,7 +436,7 @@ class CorpusDB:
                 "source_file": book.source_file, "content_sha256": book.content_sha256, "bytes": book.bytes,
                 "encoding": book.encoding, "chapter_count": sum(s.kind == BODY for s in book.sections), "chunk_count": len(chunks),
                 "chapters": Jsonb([[s.index, s.title, s.start, s.end, s.kind, s.part] for s in book.sections]),
-                "structure_version": STRUCTURE_VERSION,
+                "structure_version": STRUCTURE_VERSION, "structure_doubts": book.structure_doubts,
             })
             deleted = self.conn.execute("DELETE FROM chunks WHERE book_id = %s", (book.id,)).rowcount
             # The text search configuration (stemming, stop words) of the book's language.
@@ -463,6 +492,19 @@ class CorpusDB:
             with self.conn.cursor(row_factory=class_row(SearchHit)) as cursor:
                 return cursor.execute(_SEARCH, {"query": vector, "book_id": book_id, "limit": limit}).fetchall()
 
+    @contextmanager
+    def bounded(self, timeout_ms: float | None) -> Iterator["CorpusDB"]:
+        """A transaction whose statements Postgres stops after `timeout_ms` each (`SearchTimeout`): a
+        search never holds a connection and a core for long, whatever it asks."""
+        try:
+            with self.conn.transaction():
+                if timeout_ms:
+                    self.conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{int(timeout_ms)}ms",))
+                yield self
+        except psycopg.errors.QueryCanceled:
+            raise SearchTimeout(f"the search took over {timeout_ms:.0f} ms and was stopped "
+                                f"({SEARCH_TIMEOUT_ENV})") from None
+
     def query_words(self, query: str, languages: Sequence[str | None]) -> list[str]:
         """The query's words as keyword search indexes them: stemmed, stop words out, under the
         configuration of each of `languages` (the library's, from `languages()`)."""
@@ -482,10 +524,11 @@ class CorpusDB:
         candidates holding words of `matching`, optionally in one book."""
         if not matching:
             return []
+        selecting = set(matching)
         with self.conn.cursor(row_factory=class_row(SearchHit)) as cursor:
             return cursor.execute(_KEYWORD_SEARCH, {
                 "words": list(words), "idfs": list(words.values()),
-                "queries": [_tsquery(w) if w in matching else None for w in words],
+                "queries": [_tsquery(w) if w in selecting else None for w in words],
                 "limit": limit, "candidates": max(KEYWORD_CANDIDATES, 2 * limit), "book_id": book_id,
                 "avg_tokens": avg_tokens, "k1": k1, "b": b,
             }).fetchall()
