@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-retrieval bench-chunk-size bench-scale ui-check clean
+.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-retrieval bench-retrieval-eval bench-chunk-size bench-scale ui-check clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -47,8 +47,9 @@ bench-bad-batch: setup
 bench-sensor: setup
 	$(BIN)/python bench/sensor_tick.py
 
-# The Dagster UI in headless Chromium on a demo state: checks per book, an edited book unsynced, runs
-# in the timeline; screenshots in bench/results/ui/ (~6 min; apt install chromium chromium-driver).
+# The Dagster UI and the search pages in headless Chromium on a demo state: checks per book, an edited book
+# unsynced, runs in the timeline, the library report, a search read in context; screenshots in
+# bench/results/ui/ (~10 min; apt install chromium chromium-driver).
 ui-check: setup
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[test,ui]"
 	$(BIN)/python -m pytest -m ui tests/test_ui.py -v
@@ -62,6 +63,12 @@ bench-structure: setup
 # with MiniLM into bench/.state/retrieval, ~15 min the first time), and `corpus serve` under 4 clients.
 bench-retrieval: setup
 	$(BIN)/python bench/retrieval/run.py
+
+# Search on 300 unseen queries over all 70 books of ../shared, at 10, 35 and 70 books (~40 min the first
+# time: the books are ingested); EVAL_ARGS=--split test only once, at the end (the test split).
+EVAL_ARGS ?=
+bench-retrieval-eval: setup
+	$(BIN)/python bench/retrieval/eval.py $(EVAL_ARGS)
 
 # Chunk size for retrieval: the pipeline's chunks against 128-token chunks and windows, on
 # bench-retrieval's books and queries (after `make bench-retrieval`; the first run embeds ~40k chunks).

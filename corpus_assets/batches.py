@@ -94,9 +94,10 @@ def ensure_pools(instance: DagsterInstance) -> None:
 
 def reap_dead_runs(instance: DagsterInstance) -> list[DagsterRun]:
     """Fail the runs whose worker process on this machine died (SIGKILL, OOM, reboot), and the runs
-    that never started a worker (their launcher was killed in between) within `START_TIMEOUT_SECONDS`.
+    that never started a worker (their launcher was killed in between) within `START_TIMEOUT_SECONDS`;
+    end as cancelled the runs being cancelled whose worker died before it could stop.
 
-    Such a run stays STARTED (or STARTING) and keeps its concurrency-pool slots, so every later run
+    Such a run stays STARTED (STARTING, CANCELING) and keeps its concurrency-pool slots, so every later run
     would wait on the `embedding` or `qdrant` pool forever, and its books would count as in flight.
     Dagster's run monitoring is the tool when the daemon runs (dagster.yaml), but the DefaultRunLauncher
     of the embedded default does not support run-worker health checks (`supports_check_run_worker_health`
@@ -105,7 +106,8 @@ def reap_dead_runs(instance: DagsterInstance) -> list[DagsterRun]:
     if not isinstance(instance.run_launcher, DefaultRunLauncher):
         return []
     reaped = []
-    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING])):
+    for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED, DagsterRunStatus.STARTING,
+                                                      DagsterRunStatus.CANCELING])):
         starts = instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_START)
         if starts:
             pid = starts[-1].dagster_event.pid if starts[-1].dagster_event else None
@@ -118,7 +120,10 @@ def reap_dead_runs(instance: DagsterInstance) -> list[DagsterRun]:
                     time.time() - record.create_timestamp.timestamp() < START_TIMEOUT_SECONDS:
                 continue
             why = f"the run's process never started (in {START_TIMEOUT_SECONDS} s)"
-        instance.report_run_failed(run, message=f"{why}; marked failed so it can be re-run")
+        if run.status == DagsterRunStatus.CANCELING:
+            instance.report_run_canceled(run, message=f"{why} before it stopped; marked cancelled")
+        else:
+            instance.report_run_failed(run, message=f"{why}; marked failed so it can be re-run")
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         reaped.append(run)
     return reaped

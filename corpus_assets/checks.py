@@ -156,12 +156,10 @@ def hnsw_index_is_valid(
 def chunks_are_findable(
     context: AssetCheckExecutionContext, postgres: PostgresResource
 ) -> Iterator[AssetCheckEvaluation]:
-    """FINDABLE_SAMPLE of the book's chunks, searched by their own vectors through the HNSW index over
-    the whole corpus, come back in the top 10: the book's rows are in the index and reachable.
-
-    Recall against exact search is not measured per run: each exact search scans the whole table, so
-    it would make every run cost more as the library grows (`make bench-scale` reports it at size).
-    """
+    """Ten of the book's passages, each searched by its own vector through the HNSW index over the whole
+    library, come back among the ten nearest: the book's rows are in the index and can be reached.
+    (Recall against an exact search is measured by the scale benchmark, not here: an exact search reads
+    the whole table, so every run would cost more as the library grows.)"""
     config = settings.current()
     with postgres.db() as db:
         found = db.findable(context.partition_keys, FINDABLE_SAMPLE, config.ef_search)

@@ -17,6 +17,7 @@ from corpus_assets.assets.graph import book_graph, similar_chunks
 from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.qdrant import qdrant_points
 from corpus_assets.assets.raw import raw_books
+from corpus_assets.assets.report import library_report
 from corpus_assets.assets.text import book_text
 from corpus_assets.checks import book_checks
 from corpus_assets.jobs import ingest_books, migrate_corpus_db, register_books_job
@@ -29,7 +30,15 @@ from resources.graph import FalkorDBResource, GraphResource, Neo4jResource
 from resources.library import BookLibrary
 from resources.postgres import EmbeddedPostgresResource, PostgresResource
 from resources.qdrant import QdrantEdgeResource, QdrantResource, QdrantServerResource
-from schedules.upkeep import check_all_books, maintain_postgres, nightly_checks, weekly_postgres_maintenance
+from schedules.upkeep import (
+    check_all_books,
+    library_upkeep,
+    maintain_postgres,
+    nightly_checks,
+    nightly_library_report,
+    report_library,
+    weekly_postgres_maintenance,
+)
 from sensors.library_sensor import library_sensor
 
 # In every process that loads the code location (the CLI, code servers, run workers, the daemon):
@@ -58,12 +67,12 @@ def store_resources(config: settings.Settings) -> dict[str, PostgresResource | Q
 
 defs = Definitions(
     assets=[book_files, raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
-            similar_chunks],
+            similar_chunks, library_report],
     asset_checks=book_checks,
-    jobs=[ingest_books, register_books_job, remove_books, repair_stores, check_all_books, maintain_postgres,
-          migrate_corpus_db],
-    sensors=[library_sensor],
-    schedules=[nightly_checks, weekly_postgres_maintenance],
+    jobs=[ingest_books, register_books_job, remove_books, repair_stores, check_all_books, report_library,
+          maintain_postgres, migrate_corpus_db],
+    sensors=[library_sensor, library_upkeep],
+    schedules=[nightly_checks, nightly_library_report, weekly_postgres_maintenance],
     resources={
         "io_manager": BookArtifactIOManager(),
         "library": BookLibrary(),

@@ -3,13 +3,15 @@
 from dagster import AssetSelection, OpExecutionContext, define_asset_job, job, op
 
 from corpus_assets.assets.raw import raw_books
+from corpus_assets.assets.report import library_report
 from corpus_assets.registration import register_books
 from resources.library import BookLibrary
 from resources.postgres import PostgresResource, head_revision, migrate
 
 ingest_books = define_asset_job(
     "ingest_books",
-    selection=AssetSelection.assets(raw_books).downstream(),
+    # The library report is of the whole library, not of the run's books: it follows by its own condition.
+    selection=AssetSelection.assets(raw_books).downstream() - AssetSelection.assets(library_report),
     description="Raw file → text → chunks → embeddings → pgvector, Qdrant and the graph, with the checks, "
     "for the selected books.",
 )

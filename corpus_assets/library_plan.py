@@ -129,6 +129,10 @@ class LibraryPlan:
                 f"{len(self.unchanged)} unchanged, {len(self.held_back)} held back, {len(self.in_flight)} in runs, "
                 f"{removal}, {len(self.problems)} entries skipped")
 
+    def tag(self) -> str:
+        """The plan in a few words, for a run's tag (the UI shows a tag's first ~60 characters)."""
+        return f"{len(self.ingest)} new or changed of {len(self.listing.files)} files"
+
 
 def plan_library(instance: DagsterInstance, library: BookLibrary, db: CorpusDB, *, failed_runs: Sequence[DagsterRun] = (),
                  budget_seconds: float | None = None, confirm_removal: bool = False,

@@ -5,6 +5,7 @@ Runs started here are runs of the code location, launched through the same Dagst
 """
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -141,6 +142,8 @@ def ingest(
                 on_books_done=lambda count: progress.advance(task, count),
             )
         db.forget_book_failures(outcome.ingested)
+    if outcome.ingested or plan.removal.books and plan.removal.allowed and not books:
+        _report(dagster)
     held_back = {} if books else {book: f for book, f in plan.held_back.items() if book not in explicit}
     _print_ingest_summary(outcome, plan, held_back, bool(books), time.perf_counter() - started)
     if verbose:
@@ -149,6 +152,24 @@ def ingest(
         raise typer.Exit(1)
     if plan.removal.books and not plan.removal.allowed and not books:
         raise typer.Exit(3)
+
+
+def _report(dagster) -> None:
+    """The library report after the library changed, materialized here without a run (a lone ingest has
+    no daemon; under `corpus dev` the `library_upkeep` sensor runs the asset itself)."""
+    from dagster import AssetCheckEvaluation, AssetMaterialization
+
+    from corpus_assets.assets.report import library_report, write_report
+    from corpus_cli.instance import code_location_resources
+
+    with code_location_resources("postgres", "qdrant", "graph") as stores:
+        report, check = write_report(stores.postgres, stores.qdrant, stores.graph)
+    dagster.report_runless_asset_event(AssetMaterialization(library_report.key, metadata=report))
+    dagster.report_runless_asset_event(AssetCheckEvaluation(asset_key=library_report.key, check_name=check.check_name,
+                                                            passed=check.passed, metadata=check.metadata))
+    console.print(f"library report: {report['books']} books, {report['books whose stores disagree']} whose stores "
+                  f"disagree, {report['books with doubtful structure']} with doubtful structure "
+                  f"({_safe(report['path'].path)})", soft_wrap=True)
 
 
 def _print_ingest_summary(outcome, plan, held_back: dict, explicit: bool, seconds: float) -> None:
@@ -207,13 +228,14 @@ def _safe(text: str | None) -> str:
     return escape(printable(text or ""))
 
 
-def _cell(text: str | None):
-    """Text from a library or a user as a table cell or a line of its own: never read as markup."""
+def _cell(text: str | None, keep_lines: bool = False):
+    """Text from a library or a user as a table cell or a line of its own: never read as markup, on one
+    line unless `keep_lines` (a log, a traceback)."""
     from rich.text import Text
 
     from corpus_assets.books.safe_text import printable
 
-    return Text(printable(text or ""))
+    return Text(printable(text or "", keep_lines))
 
 
 def _check_book_ids(books: list[str]) -> None:
@@ -230,7 +252,7 @@ def _check_book_ids(books: list[str]) -> None:
 
 def _print_log(line: str) -> None:
     """A run's log record, as it arrives (above the progress bar)."""
-    console.print(_cell(line), highlight=False, soft_wrap=True)
+    console.print(_cell(line, keep_lines=True), highlight=False, soft_wrap=True)
 
 
 def _print_step_errors(dagster, run_ids: list[str]) -> None:
@@ -240,7 +262,8 @@ def _print_step_errors(dagster, run_ids: list[str]) -> None:
         for record in dagster.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
             error = record.dagster_event.step_failure_data.error
             console.print(f"[bold]run {run_id}, step {record.step_key}[/bold]", soft_wrap=True)
-            console.print(_cell(error.to_string() if error else record.message), highlight=False, soft_wrap=True)
+            console.print(_cell(error.to_string() if error else record.message, keep_lines=True), highlight=False,
+                          soft_wrap=True)
 
 
 def _remove(runs, book_ids: list[str], why: str) -> None:
@@ -289,7 +312,8 @@ def status(
     from dagster import RunsFilter
 
     from corpus_cli.instance import code_location_resources, instance
-    from corpus_cli.status import corpus_summary, failing_checks, library_state
+    from corpus_assets.assets.report import corpus_summary
+    from corpus_cli.status import failing_checks, library_state
     from resources.library import BookLibrary
 
     with code_location_resources("postgres", "qdrant", "graph") as stores:
@@ -553,12 +577,19 @@ def dev(port: Annotated[int, typer.Option(help="Port of the Dagster UI.")] = 300
     os.execv(dagster, [dagster, "dev", "-w", workspace, "-h", "127.0.0.1", "-p", str(port)])
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """The `corpus` script: a store that cannot be used is one line naming it and what to do, not a traceback."""
     from resources.errors import SchemaOutOfDate, SearchTimeout, StoreUnavailable
 
     # The model's weight-loading progress bar is noise beside the ingest's own (also in the runs' processes).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # SIGTERM (a service manager, `timeout`, `kill`) stops a command as Ctrl-C does: its run is cancelled
+    # and its code server stopped, instead of both left behind.
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
         app()
     except (StoreUnavailable, SchemaOutOfDate, SearchTimeout) as error:

@@ -1,16 +1,21 @@
 """What the pipeline would store for a book file, without ingesting it (`corpus inspect`)."""
 
 import hashlib
+import os
 from pathlib import Path
 
-from corpus_assets.assets.raw import RawBook
+from corpus_assets.assets.raw import RawBook, read_book_file
+from corpus_assets.books.safe_text import printable
 from corpus_assets.assets.text import BookText, clean_book
+from resources.library import BookLibrary
 
 
 def inspect_file(path: Path) -> BookText:
-    """Decode, clean and split one file as `book_text` would; raises `BookError` for bad input."""
-    data = path.read_bytes()
-    return clean_book(RawBook(path.stem, str(path), data, hashlib.sha256(data).hexdigest()))
+    """Decode, clean and split one file as `book_text` would; raises `BookError` for bad input: also a
+    FIFO or device (never read), or a file over the size limit (read no further)."""
+    path = Path(os.path.realpath(path))  # the file asked for by name: wherever its link leads
+    data = read_book_file(path.parent, path, BookLibrary().max_book_bytes())
+    return clean_book(RawBook(path.stem, printable(str(path)), data, hashlib.sha256(data).hexdigest()))
 
 
 def describe(book: BookText) -> dict:

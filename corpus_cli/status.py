@@ -1,4 +1,5 @@
-"""What is stored, store by store: books and chunks in Postgres, points in Qdrant, nodes in the graph."""
+"""What `corpus status` shows beside the stores' counts (`corpus_assets.assets.report.corpus_summary`): the
+failing checks, and the library folder as the plan sees it."""
 
 from dataclasses import dataclass
 
@@ -9,38 +10,6 @@ from corpus_assets.checks import book_checks
 from corpus_assets.library_plan import Removal, books_in_flight, removal_of
 from corpus_assets.partitions import books_partitions
 from resources.library import BookLibrary
-from resources.graph import GraphResource
-from resources.postgres import PostgresResource
-from resources.postgres.store import BookSummary
-from resources.qdrant import QdrantResource
-
-
-@dataclass(frozen=True)
-class BookStats:
-    book: BookSummary
-    qdrant_points: int
-    graph_chunks: int
-
-
-@dataclass(frozen=True)
-class CorpusSummary:
-    books: list[BookStats]
-    hnsw_index_valid: bool
-
-    def disagreeing(self) -> list[BookStats]:
-        """Books whose Qdrant points or graph chunks differ in number from their Postgres chunks."""
-        return [b for b in self.books if not b.book.chunks == b.qdrant_points == b.graph_chunks]
-
-
-def corpus_summary(postgres: PostgresResource, qdrant: QdrantResource, graph: GraphResource) -> CorpusSummary:
-    with postgres.db() as db:
-        summaries, index = db.book_summaries(), db.hnsw_index_state()
-    with qdrant.open() as collection:
-        points = collection.points_per_book([b.id for b in summaries])
-    with graph.session() as session:
-        nodes = session.chunk_counts()
-    books = [BookStats(b, qdrant_points=points[b.id], graph_chunks=nodes.get(b.id, 0)) for b in summaries]
-    return CorpusSummary(books=books, hnsw_index_valid=index.valid)
 
 
 @dataclass(frozen=True)

@@ -27,20 +27,36 @@ class SearchTimeout(TimeoutError):
     """A search the store stopped at its time limit (`CORPUS_SEARCH_TIMEOUT_MS`): the service answers 504."""
 
 
+_KEY_VALUE = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S+)")
+
+
 def where(url: str) -> str:
-    """A URL without its user, password and query: safe to log and to show in the UI."""
-    parts = urlsplit(url)
-    host = parts.hostname or ",".join(parse_qs(parts.query).get("host", [])) or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    """Where a store is, without user, password or parameters: safe to log and to show in the UI. Any
+    spelling of an address, even a malformed one (a password holding "/" or "#"), gives no secret."""
+    if "://" not in url:  # libpq's key=value form: "host=db user=alice password=... dbname=corp"
+        fields = {key.lower(): value.strip("'") for key, value in _KEY_VALUE.findall(url)}
+        port = f":{fields['port']}" if fields.get("port", "").isdigit() else ""
+        return f"postgresql://{fields.get('host') or fields.get('hostaddr') or 'localhost'}{port}/{fields.get('dbname', '')}"
+    scheme, rest = url.split("://", 1)
+    rest = rest[rest.rfind("@") + 1 :]  # user and password end at the last "@", whatever they hold
+    address, _, query = rest.partition("?")
+    address = address.split("#", 1)[0]
+    host_port, _, path = address.partition("/")
+    host, _, port = host_port.rpartition(":") if host_port.count(":") == 1 else (host_port, "", "")
+    host = host or ",".join(parse_qs(query).get("host", [])) or "localhost"
+    return f"{scheme}://{host}{':' + port if port.isdigit() else ''}{'/' + path if path else ''}"
 
 
 def redacted(url: str) -> str:
-    """The URL with its password (in the user part, or a `password=` parameter) as `***`."""
-    parts = urlsplit(url)
-    if parts.password:
-        url = url.replace(f":{parts.password}@", ":***@", 1)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
+    """The address with its password as `***`: in the user part (up to the last "@"), in a `password=`
+    parameter, or in libpq's key=value form."""
+    if "://" in url:
+        scheme, rest = url.split("://", 1)
+        at = rest.rfind("@")
+        user = rest[:at]
+        if at >= 0 and ":" in user:
+            url = f"{scheme}://{user.split(':', 1)[0]}:***@{rest[at + 1:]}"
+    return re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", r"\1***", url)
 
 
 @contextmanager

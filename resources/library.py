@@ -7,7 +7,7 @@ from pydantic import Field
 
 from corpus_assets.books.library import LibraryListing, list_library
 from resources import settings
-from resources.settings import MAX_BOOK_MB_ENV
+from resources.settings import LIBRARY_DIR_ENV, MAX_BOOK_MB_ENV
 
 
 class BookLibrary(ConfigurableResource):
@@ -36,4 +36,9 @@ class BookLibrary(ConfigurableResource):
     def listing(self) -> LibraryListing:
         """Every book file by book id, and the entries skipped with their reasons
         (`corpus_assets.books.library`)."""
+        if self.folder is None and settings.library_dir_blank():
+            # Set but empty (a template's placeholder, a failed substitution): no folder is meant, and
+            # none is read; not the sample books, whose absence from the stores would look like removals.
+            return LibraryListing(Path(f"<{LIBRARY_DIR_ENV} is empty>"), unavailable=f"{LIBRARY_DIR_ENV} is set but empty: set it to the "
+                                                           "library folder, or unset it for the sample books")
         return list_library(self.root())

@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,7 +32,7 @@ log = logging.getLogger(__name__)
 _PROBES = ("door-nail", "A sailor asks to be called Ishmael, and tells why he went to sea.",
            " ".join(["the whale swam under the ship"] * 60))
 MIN_AGREEMENT = 0.9999
-EXPORT_FORMAT = 1  # bump when the export below changes: older files are then made again
+EXPORT_FORMAT = 2  # bump when the export below changes: older files are then made again
 
 QueryEncoder = Callable[[str], np.ndarray]
 
@@ -108,14 +107,14 @@ def _exported(model, location: str) -> Path:
     handle, partial = tempfile.mkstemp(dir=folder, suffix=".partial")  # exporters at once each write their own
     os.close(handle)
     try:
-        # The tracer warns of each data-dependent branch it fixes; the export is checked against the model.
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                Normalized().eval(), tuple(features[name] for name in names), partial, input_names=names,
-                output_names=["embedding"], dynamic_axes={name: {0: "batch", 1: "tokens"} for name in names},
-                opset_version=17, dynamo=False,
-            )
+        # torch.export's exporter (the supported one; the TorchScript tracer is deprecated), any batch size
+        # and length; the export is checked against the model before it is used.
+        dynamic = torch.export.Dim.DYNAMIC
+        torch.onnx.export(
+            Normalized().eval(), tuple(features[name] for name in names), partial, input_names=names,
+            output_names=["normalized"], dynamic_shapes=(tuple({0: dynamic, 1: dynamic} for _ in names),),
+            opset_version=18, dynamo=True, external_data=False, verbose=False,
+        )
         Path(partial).replace(path)
     finally:
         Path(partial).unlink(missing_ok=True)

@@ -95,6 +95,11 @@ def current() -> Settings:
     )
 
 
+def library_dir_blank() -> bool:
+    """CORPUS_LIBRARY_DIR is set, to nothing but spaces."""
+    return LIBRARY_DIR_ENV in os.environ and not os.environ[LIBRARY_DIR_ENV].strip()
+
+
 def secret(name: str) -> EnvVar | None:
     """`EnvVar(name)` when the variable is set (resolved at run time, never logged), else None."""
     return EnvVar(name) if env(name) else None

@@ -7,7 +7,7 @@ command): it keeps the model loaded, an LRU cache of query embeddings and the ke
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ from resources import settings
 from resources.embedding import EmbeddingModel
 from resources.graph import GraphResource
 from resources.postgres import PostgresResource
-from resources.postgres.store import CorpusDB, SearchHit, WordStats
+from resources.postgres.store import BookFailure, BookRow, BookSummary, CorpusDB, SearchHit, WordStats
 from resources.qdrant import QdrantResource
 from resources.qdrant.collection import PointHit, query_words
 from resources.qdrant.edge import SharedReads
@@ -59,31 +59,39 @@ class Searcher:
         self._embeddings = EmbeddingCache(cache_size)
         self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="keyword-search")
         self._stats: tuple[float, WordStats, list[str | None]] | None = None
+        self._library: tuple[float, LibraryView] | None = None
 
     def cache_stats(self) -> dict:
         return self._embeddings.stats()
 
     def search(self, query: str, k: int = 10, book: str | None = None, store: str = "pgvector",
-               mode: str = DEFAULT_MODE, expand: bool = False) -> SearchResult:
+               mode: str = DEFAULT_MODE, expand: bool = False, within: Sequence[str] | None = None) -> SearchResult:
+        """The `k` best passages for the query; `book`: in that book only; `within`: in these books only
+        (a reader's filter by author or language)."""
         started = time.perf_counter()
         query = self.validate(query, k, book, store, mode)
+        books = [book] if book is not None else None
+        if within is not None:
+            books = [b for b in (books or within) if b in set(within)]
+            if not books:
+                return SearchResult([], {}, {"total": round(_ms_since(started), 2)})
         timings: dict[str, float] = {}
         cached = False
         vector = None
         depth = k if mode != "hybrid" else max(k, FUSION_DEPTH)
         # Postgres' keyword search needs no vector: it runs (on its own connection) while the query is
         # encoded. Qdrant answers both lists in one open of the collection, once the vector is there.
-        keyword_search = (self._workers.submit(self._pgvector_keyword, query, depth, book)
+        keyword_search = (self._workers.submit(self._pgvector_keyword, query, depth, books)
                           if store == "pgvector" and mode != "dense" else None)
         if mode != "keyword":
             vector, cached = self._embeddings.get(query, self._embed)
             timings["encode"] = _ms_since(started)
         searching = time.perf_counter()  # what is left to wait for once the vector is there
         if store == "pgvector":
-            dense = self._pgvector_dense(vector, depth, book) if mode != "keyword" else []
+            dense = self._pgvector_dense(vector, depth, books) if mode != "keyword" else []
             keyword = keyword_search.result() if keyword_search else []
         else:
-            dense, keyword = self._qdrant(mode, query, vector, depth, book)
+            dense, keyword = self._qdrant(mode, query, vector, depth, books)
         hits = dense[:k] if mode == "dense" else keyword[:k] if mode == "keyword" else _fuse(dense, keyword, k)
         timings["search"] = _ms_since(searching)
         context = {}
@@ -102,6 +110,29 @@ class Searcher:
                 if not db.titles([book]):
                     raise QueryError(f"unknown book {book!r}: `corpus status` lists the books")
         return query
+
+    def library(self, fresh: bool = False) -> "LibraryView":
+        """The library's books, authors, languages and failures, read again every few minutes (or now)."""
+        if fresh or self._library is None or time.monotonic() - self._library[0] > STATS_TTL_SECONDS:
+            with self._db() as db:
+                self._library = (time.monotonic(), LibraryView(db.book_summaries(), list(db.book_failures().values())))
+        return self._library[1]
+
+    def book(self, book_id: str) -> tuple[BookRow, int] | None:
+        """A book as stored, with its chunk count."""
+        with self._db() as db:
+            book = db.stored_book(book_id)
+            return (book, db.chunk_count(book_id)) if book is not None else None
+
+    def chapter_passages(self, book_id: str, chapter_index: int) -> list[SearchHit]:
+        with self._db() as db:
+            return db.chapter_passages(book_id, chapter_index)
+
+    def passage(self, chunk_id: str) -> tuple[SearchHit, list[Neighbour]] | None:
+        """A chunk with its neighbours in reading order and its most similar chunks of other books."""
+        with self._db() as db:
+            hit = db.chunks_by_id([chunk_id]).get(chunk_id)
+        return None if hit is None else (hit, self.expand([hit], similar=5).get(chunk_id, []))
 
     @cached_property
     def _query_encoder(self) -> tuple[str, QueryEncoder]:
@@ -123,25 +154,26 @@ class Searcher:
         with self.postgres.db() as db, db.bounded(settings.current().search_timeout_ms):
             yield db
 
-    def _pgvector_dense(self, vector, limit: int, book: str | None) -> list[SearchHit]:
+    def _pgvector_dense(self, vector, limit: int, books: list[str] | None) -> list[SearchHit]:
         with self._db() as db:
-            return db.search(vector, limit, book, settings.current().ef_search)
+            return db.search(vector, limit, books, settings.current().ef_search)
 
-    def _pgvector_keyword(self, query: str, limit: int, book: str | None) -> list[SearchHit]:
+    def _pgvector_keyword(self, query: str, limit: int, books: list[str] | None) -> list[SearchHit]:
         with self._db() as db:
             stats, languages = self._library_stats(db)
-            weights, matching = weigh(stats, db.query_words(query, languages), in_one_book=book is not None)
-            return db.keyword_search(weights, matching, limit, book, stats.avg_tokens)
+            one_book = books is not None and len(books) == 1
+            weights, matching = weigh(stats, db.query_words(query, languages), in_one_book=one_book)
+            return db.keyword_search(weights, matching, limit, books, stats.avg_tokens)
 
-    def _qdrant(self, mode: str, query: str, vector, limit: int, book: str | None) -> tuple[list, list]:
+    def _qdrant(self, mode: str, query: str, vector, limit: int, books: list[str] | None) -> tuple[list, list]:
         """(dense hits, keyword hits) from Qdrant (one open of the collection for both)."""
         words = None
         if mode != "dense":
             with self._db() as db:
                 words = query_words(query, self._library_stats(db)[1])
         with self.qdrant.open() as collection:
-            dense = collection.search(vector, limit, book) if mode != "keyword" else []
-            keyword = collection.keyword_search(words, limit, book) if words is not None else []
+            dense = collection.search(vector, limit, books) if mode != "keyword" else []
+            keyword = collection.keyword_search(words, limit, books) if words is not None else []
         return self._titled(dense), self._titled(keyword)
 
     def _titled(self, points: list[PointHit]) -> list[SearchHit]:
@@ -176,6 +208,30 @@ class Searcher:
                      for relation, chunk_id, score in links if chunk_id in chunks]
             for hit_id, links in wanted.items()
         }
+
+
+@dataclass(frozen=True)
+class LibraryView:
+    """What the pages show of the library as a whole, and the book ids a reader's filters select."""
+
+    books: list[BookSummary]
+    failures: list[BookFailure]
+
+    @property
+    def authors(self) -> list[str]:
+        return sorted({b.author for b in self.books if b.author})
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted({b.language for b in self.books if b.language})
+
+    def ids(self, author: str | None, language: str | None) -> list[str] | None:
+        """The books of this author and language (None: no filter)."""
+        if author is None and language is None:
+            return None
+        author, language = (value.casefold() if value else None for value in (author, language))
+        return [b.id for b in self.books if (author is None or (b.author or "").casefold() == author)
+                and (language is None or (b.language or "").casefold() == language)]
 
 
 class EmbeddingCache:

@@ -1,7 +1,10 @@
-"""Upkeep: nightly index-health checks over every book, weekly Postgres maintenance."""
+"""Upkeep: nightly index-health checks over every book and the library report, weekly Postgres maintenance;
+the library report again after ingests (its automation condition, evaluated by `library_upkeep`)."""
 
 from dagster import (
     AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
     DefaultScheduleStatus,
     OpExecutionContext,
     RunRequest,
@@ -13,7 +16,9 @@ from dagster import (
     schedule,
 )
 
+from corpus_assets.assets.report import library_report
 from corpus_assets.batches import partition_ranges, range_tags
+from corpus_assets.checks import book_checks
 from corpus_assets.partitions import books_partitions
 from resources.postgres import PostgresResource
 
@@ -22,8 +27,22 @@ BOOKS_PER_CHECK_RUN = 500
 
 check_all_books = define_asset_job(
     "check_all_books",
-    selection=AssetSelection.all_asset_checks(),
+    selection=AssetSelection.checks(*book_checks),
     description="Every asset check on the selected books, without re-materializing anything.",
+)
+
+report_library = define_asset_job(
+    "report_library",
+    selection=AssetSelection.assets(library_report),
+    description="The library report (every book in one table) and its check that the stores agree.",
+)
+
+# The report's automation condition (after any book's indexes change, once no run of them is in flight),
+# evaluated once a minute: Dagster's default automation sensor starts stopped.
+library_upkeep = AutomationConditionSensorDefinition(
+    "library_upkeep", target=AssetSelection.assets(library_report), minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Refreshes the library report after ingests (its automation condition).",
 )
 
 
@@ -37,6 +56,12 @@ def nightly_checks(context: ScheduleEvaluationContext):
         RunRequest(tags=range_tags(batch))
         for batch in partition_ranges(books, books, BOOKS_PER_CHECK_RUN)
     ]
+
+
+@schedule(job=report_library, cron_schedule="30 3 * * *", default_status=DefaultScheduleStatus.RUNNING)
+def nightly_library_report(context: ScheduleEvaluationContext):
+    """The library report every night, after the nightly checks."""
+    return RunRequest()
 
 
 @op

@@ -78,7 +78,7 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
     summary = plan.summary()
     # No run_key: a book's runs are told apart by Dagster's own run records (`books_in_flight`), and
     # a book retried after a failure (or removed again after coming back) is requested again.
-    run_requests = [RunRequest(job_name=ingest_books.name, tags={**range_tags(books), PLAN_TAG: summary})
+    run_requests = [RunRequest(job_name=ingest_books.name, tags={**range_tags(books), PLAN_TAG: plan.tag()})
                     for books in plan.runs]
     removal = plan.removal
     if removal.books and removal.allowed:

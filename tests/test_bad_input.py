@@ -7,6 +7,8 @@ message naming the book and the problem, and the other books stay as they were.
 import hashlib
 import re
 
+import numpy as np
+
 import psycopg
 import pytest
 from dagster import AssetSelection, DagsterInstance, build_sensor_context
@@ -17,10 +19,15 @@ from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.text import book_text
 from corpus_assets.batches import RANGE_START_TAG
+from corpus_assets.books.chunking import Chunk
+from corpus_assets.books.errors import BookError
 from corpus_assets.books.library import book_id_for
+from corpus_assets.books.structure import Section
 from corpus_assets.registration import register_books
 from corpus_cli.runs import failure_reason
 from resources.library import BookLibrary
+from resources.postgres import PostgresResource
+from resources.postgres.store import BookRow
 from sensors.library_sensor import library_sensor
 
 ASSETS = [raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks]
@@ -146,3 +153,18 @@ def test_a_file_changed_during_its_run_is_stored_as_first_read_and_the_sensor_ru
     with build_sensor_context(instance=instance, resources=book_resources) as context:
         tick = library_sensor(context)
     assert [r.tags[RANGE_START_TAG] for r in tick.run_requests] == [WALLPAPER]
+
+
+def test_text_postgres_refuses_is_the_files_fault_not_a_retry(database_url, opened):
+    """A character Postgres cannot store, or a text too long for its full-text index, fails the same way
+    on every try: BookError (held back until the file changes), never a retried step (it was: 3 runs)."""
+    words = " ".join(f"w{i:07d}" for i in range(130_000))  # a tsvector over Postgres' 1 MB limit
+    for text, said in [("a NUL \x00 here", "Postgres refused the book's text"), (words, "too long for tsvector")]:
+        chunk = Chunk("c1", "refused", 0, 0, "One", text, 10, 0, len(text), hashlib.sha256(text.encode()).hexdigest())
+        book = BookRow("refused", "Refused", None, "English", "refused.txt", "0" * 64, len(text), "utf-8",
+                       [Section(0, "One", 0, len(text))])
+        with opened(PostgresResource(database_url=database_url)) as postgres, postgres.db() as db:
+            with pytest.raises(BookError, match=said) as refused:
+                db.replace_book_chunks(book, [chunk], np.ones((1, db.embedding_dimension()), dtype=np.float32) / 20,
+                                       "m", {})
+            assert "\n" not in str(refused.value) and not db.chunk_count("refused")

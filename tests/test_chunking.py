@@ -1,10 +1,10 @@
 import pytest
 
-from corpus_assets.books.structure import split_sections
-from corpus_assets.books.chunking import chunk_book
+from corpus_assets.books.structure import Section, split_sections
+from corpus_assets.books.chunking import MAX_CHUNK_CHARS, chunk_book
 from corpus_assets.books.decode import decode_book
 from corpus_assets.books.gutenberg import split_gutenberg
-from resources.embedding import EmbeddingModel, model_location
+from resources.embedding import EmbeddingModel, model_location, token_counter
 from resources.tokenizer import load_tokenizer
 
 
@@ -63,3 +63,13 @@ def test_ordinals_and_ids(book, model):
     assert [c.id for c in again] == [c.id for c in chunks]
     other_book = chunk_book("another-book", text, sections, model.count_tokens, model.max_chunk_tokens())
     assert not {c.id for c in other_book} & {c.id for c in chunks}
+
+
+def test_a_giant_word_never_makes_a_giant_chunk():
+    # A "word" of 300,000 letters is a few unknown tokens to the model: without a bound in characters it
+    # was one chunk as long as the file, carried by every search answer (and quadratic for Qdrant's stemmer).
+    text = "Some words first. " * 5 + "z" * 300_000 + " and an end."
+    count = token_counter(EmbeddingModel().model_name)
+    chunks = chunk_book("b", text, [Section(0, "T", 0, len(text))], count, 254)
+    assert max(len(c.text) for c in chunks) <= MAX_CHUNK_CHARS and len(chunks) >= 300_000 // MAX_CHUNK_CHARS
+    assert all(text[c.char_start : c.char_end] == c.text for c in chunks)

@@ -48,6 +48,7 @@ def test_ingest_status_and_search(run_cli, database_url):
     assert ingest.returncode == 0, ingest.stdout + ingest.stderr
     assert "1 newly registered" in ingest.stdout
     assert "ingested 1 books" in ingest.stdout
+    assert "library report: 1 books, 0 whose stores disagree" in ingest.stdout
 
     with psycopg.connect(database_url) as conn:
         chunks = conn.execute("SELECT count(*) FROM chunks WHERE book_id = %s", (BOOK,)).fetchone()[0]
@@ -59,7 +60,7 @@ def test_ingest_status_and_search(run_cli, database_url):
             "repository_location_origin,location_name}', run_body::json #>> '{tags,corpus/books}' FROM runs"
         ).fetchall()
     assert chunks > 30
-    assert runs == [("SUCCESS", "corpus", BOOK)]
+    assert runs == [("SUCCESS", "corpus", BOOK)]  # the library report after it is a run-less materialization
 
     status = run_cli("status")
     assert status.returncode == 0, status.stderr
@@ -72,8 +73,11 @@ def test_ingest_status_and_search(run_cli, database_url):
         assert search.returncode == 0, search.stderr
         assert f"{store}, hybrid:" in search.stdout and "The Yellow Wallpaper" in search.stdout and "score" in search.stdout
     assert "previous (chunk " in search.stdout or "next (chunk " in search.stdout  # --expand: the graph's context
+    # --store and --mode take their choices only, as the shell completes them: a usage error names them.
+    fuzzy = run_cli("search", "cat", "--mode", "fuzzy")
+    assert fuzzy.returncode == 2 and "'fuzzy' is not one of 'dense', 'keyword', 'hybrid'" in fuzzy.stderr
     for args, reason in [(("  ",), "the query is empty"), (("cat", "-k", "0"), "k must be between 1 and 1000"),
-                         (("cat", "--book", "nope"), "unknown book 'nope'"), (("cat", "--mode", "fuzzy"), "unknown mode")]:
+                         (("cat", "--book", "nope"), "unknown book 'nope'"), (("cat", "--book", "../*"), "not a book id")]:
         refused = run_cli("search", *args)
         assert refused.returncode == 2 and reason in refused.stdout, refused.stdout + refused.stderr
         assert "Traceback" not in refused.stdout + refused.stderr and len(refused.stdout.strip().splitlines()) == 1

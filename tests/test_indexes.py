@@ -1,11 +1,14 @@
 """Qdrant, the graph and the asset checks, on the real embedded stores."""
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
 
+import jsonschema
+import pandas as pd
 import psycopg
 import pytest
 from dagster import AssetSelection, build_resources, build_schedule_context, instance_for_test, materialize
@@ -18,6 +21,7 @@ from corpus_assets.assets.graph import book_graph, similar_chunks
 from corpus_assets.assets.pgvector import pgvector_chunks
 from corpus_assets.assets.qdrant import qdrant_points
 from corpus_assets.assets.raw import raw_books
+from corpus_assets.assets.report import library_report
 from corpus_assets.assets.text import book_text
 from corpus_assets.batches import RANGE_END_TAG, RANGE_START_TAG
 from corpus_assets.checks import book_checks, graph_chunk_ids, hnsw_index_is_valid, postgres_chunk_ids, qdrant_chunk_ids
@@ -433,3 +437,92 @@ def test_repair_rewrites_drifted_books_from_postgres_alone_and_removes_orphans(s
     assert result.success and stores.ids(WALLPAPER) == expected
     assert (output["books rewritten in Qdrant"].value, output["books rewritten in the graph"].value) == (1, 0)
     assert "rewritten in qdrant |" in output["books"].value and "graph chunks" not in output["books"].value
+
+
+HOSTILE_TITLE = "<script>alert('x')</script> [/bold] *Not* markup"
+
+
+def test_the_pages_readers_use_and_an_openapi_schema_that_matches_the_answers(stores, library):
+    shutil.copy(SAMPLE_LIBRARY_DIR / f"{ALICE}.txt", library)
+    (library / "hostile.txt").write_text(
+        f"Title: {HOSTILE_TITLE}\nAuthor: A. Hostile\nLanguage: French\n\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n"
+        + "CHAPTER I\n\n" + "The rabbit <b>ran</b> past the <script>alert(2)</script> hedge and the watch. " * 60
+        + "\n\nCHAPTER II\n\n" + "A second chapter about the Queen and her garden. " * 60 + "\n", encoding="utf-8")
+    assert stores.ingest(ALICE, WALLPAPER, "hostile").success
+    with stores.live.postgres.db() as db:
+        db.vacuum_and_reindex()
+    with stores.live.qdrant.shared_reads() as reads:
+        client = TestClient(create_app(Searcher(stores.live.postgres, reads, stores.live.graph, EmbeddingModel()), "t"))
+        page = client.get("/", params={"q": "the rabbit ran past the hedge <script>"})
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        # Every book-given or typed value is text: the hostile title and the query are escaped, never markup.
+        assert "<script>alert" not in page.text, re.findall(r".{200}<script>alert.{20}", page.text, re.S)
+        assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page.text, re.findall(r".{60}script&gt;.{60}", page.text)
+        assert 'value="the rabbit ran past the hedge &lt;script&gt;"' in page.text
+        assert "<mark>rabbit</mark>" in page.text and "A. Hostile" in page.text and "CHAPTER I" in page.text
+        first = re.search(r'href="/passages/([0-9a-f]+)"', page.text).group(1)
+        passage = client.get(f"/passages/{first}")
+        assert passage.status_code == 200 and "next passage" in passage.text
+        # Filters: an author, a language; store and mode behind "advanced".
+        by_author = client.get("/", params={"q": "rabbit", "author": "Lewis Carroll"}).text
+        assert "Alice" in by_author and "A. Hostile" not in by_author.split("</form>", 1)[1]
+        french = client.get("/", params={"q": "rabbit", "language": "French", "store": "qdrant", "mode": "keyword"}).text
+        assert "<details class=\"advanced\" open>" in french and "Lewis Carroll" not in french.split("</form>", 1)[1]
+        book = client.get(f"/books/{ALICE}").text
+        assert "CHAPTER I. Down the Rabbit-Hole" in book and f'/books/{ALICE}/chapters/' in book
+        chapter_link = re.search(rf'href="(/books/{ALICE}/chapters/\d+)"', book).group(1)
+        assert "passage" in client.get(chapter_link).text
+        books = client.get("/books").text
+        assert "Books by language" in books and "<svg" in books and "&lt;script&gt;" in books and "French" in books
+        assert client.get("/books/..%2Fetc").status_code == 404 and client.get("/passages/nope").status_code == 404
+
+        # The OpenAPI schema says what the service answers: real answers validate against it.
+        spec = client.get("/openapi.json").json()
+
+        def valid(response, path, status=200):
+            declared = spec["paths"][path]["get"]["responses"][str(status)]["content"]["application/json"]["schema"]
+            jsonschema.validate(response.json(), {**declared, "components": spec["components"]})
+            assert response.status_code == status
+
+        valid(client.get("/search", params={"q": "rabbit", "k": 3, "expand": True}), "/search")
+        valid(client.get("/search", params={"q": "rabbit", "store": "qdrant", "mode": "keyword"}), "/search")
+        valid(client.get("/health"), "/health")
+        valid(client.get("/stats"), "/stats")
+        valid(client.get("/search", params={"q": " "}), "/search", 422)
+        valid(client.get("/search", params={"q": "cat", "mode": "fuzzy"}), "/search", 422)
+        parameters = {p["name"]: p for p in spec["paths"]["/search"]["get"]["parameters"]}
+        enum = spec["components"]["schemas"]["Mode"]["enum"] if "$ref" in parameters["mode"]["schema"] else None
+        assert enum == ["dense", "keyword", "hybrid"] and {"503", "504"} <= set(spec["paths"]["/search"]["get"]["responses"])
+        assert parameters["k"]["schema"]["minimum"] == 1 and "/" not in spec["paths"]  # the pages are HTML for people
+
+        # A reader's mistake is a page that says so; an odd id is a 404; the pages tell the browser to run nothing.
+        mistake = client.get("/", params={"q": "rabbit", "k": "abc", "mode": "fuzzy"})
+        assert mistake.status_code == 422 and mistake.headers["content-type"].startswith("text/html")
+        assert "results must be a number" in mistake.text
+        assert client.get("/passages/%00").status_code == 404 and client.get("/books/x/chapters/abc").status_code == 404
+        assert "default-src 'none'" in page.headers["content-security-policy"]
+        assert "<bdi>" in page.text  # a title's right-to-left override stays inside it
+
+
+def test_the_library_report_lists_every_book_and_its_check_names_those_whose_stores_disagree(stores, library, tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setenv("CORPUS_STATE_DIR", str(tmp_path / "state"))
+    shutil.copy(SAMPLE_LIBRARY_DIR / f"{ALICE}.txt", library)
+    assert stores.ingest(ALICE, WALLPAPER).success
+    resources = {key: stores.resources[key] for key in ("postgres", "qdrant", "graph")}
+    report = materialize([library_report], instance=stores.instance, resources=resources)
+    assert report.success
+    metadata = report.asset_materializations_for_node("library_report")[0].metadata
+    assert metadata["books"].value == 2 and metadata["books whose stores disagree"].value == 0
+    rows = {r.data["book"]: r.data for r in metadata["book table"].value.records}
+    assert rows[ALICE]["title"] == "Alice’s Adventures in Wonderland" and rows[ALICE]["stores_agree"] is True
+    frame = pd.read_csv(tmp_path / "state" / "library_report.csv")
+    assert sorted(frame["book"]) == sorted([ALICE, WALLPAPER]) and frame["chunks"].sum() == sum(
+        r["chunks"] for r in rows.values())
+    assert [e.passed for e in report.get_asset_check_evaluations()] == [True]
+
+    _delete_a_point(stores, WALLPAPER)  # Qdrant loses a point of one book
+    broken = materialize([library_report], instance=stores.instance, resources=resources)
+    (evaluation,) = broken.get_asset_check_evaluations()
+    assert not evaluation.passed and evaluation.metadata["disagreeing"].value == 1
+    assert WALLPAPER in evaluation.metadata["disagreeing books"].value

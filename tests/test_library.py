@@ -9,6 +9,8 @@ import pytest
 from corpus_assets.books.library import book_id_for, check_book_id, inside, is_book_id, list_library
 from corpus_assets.books.safe_text import md_cell, printable
 from resources.artifacts import BookArtifactIOManager
+from resources.errors import redacted, where
+from resources.library import BookLibrary
 
 SAFE = re.compile(r"^[a-z0-9_-]+$")
 
@@ -147,3 +149,24 @@ def test_artifact_removal_takes_a_book_id_never_a_pattern(tmp_path):
     assert len(list(tmp_path.rglob("*.pickle"))) == 4 and (tmp_path.parent / "outside.pickle").exists()
     assert artifacts.delete_book("a") == 2
     assert sorted(p.name for p in tmp_path.rglob("*.pickle")) == ["b.pickle", "b.pickle"]
+
+
+def test_addresses_never_show_a_password_however_they_are_written():
+    for url in ["postgresql://alice:s3cr%40t@db:5432/corp", "postgresql://alice:pa/ss#SECRET@127.0.0.1:1/corp",
+                "host=db.example user=alice password=SECRET dbname=corp", "postgresql://u@/db?host=/tmp&password=SECRET",
+                "host=db password='SE CRET' dbname=x"]:
+        assert "SECRET" not in where(url) and "s3cr" not in where(url) and "SE CRET" not in where(url), url
+        assert "SECRET" not in redacted(url) and "s3cr" not in redacted(url) and "***" in redacted(url), url
+    assert where("host=db.example port=5433 user=alice password=x dbname=corp") == "postgresql://db.example:5433/corp"
+    assert where("postgresql://alice:pa/ss#SECRET@127.0.0.1:1/corp") == "postgresql://127.0.0.1:1/corp"
+
+
+def test_names_show_on_one_line():
+    assert printable("new\nline\t.txt") == "new\\x0aline\\x09.txt"
+    assert printable("Traceback:\n  line 1", keep_lines=True) == "Traceback:\n  line 1"
+
+
+def test_a_blank_library_setting_reads_no_folder_not_the_sample_books(monkeypatch):
+    monkeypatch.setenv("CORPUS_LIBRARY_DIR", " ")
+    listing = BookLibrary().listing()
+    assert listing.files == {} and "CORPUS_LIBRARY_DIR is set but empty" in listing.unavailable

@@ -4,13 +4,15 @@ are bounded in bytes; a run killed for memory is split down to the book that fai
 keeps failing is held back instead of planned forever."""
 
 import os
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+from dagster import DagsterEvent, DagsterEventType, DagsterInstance, DagsterRun, DagsterRunStatus, instance_for_test
 
-from corpus_assets.batches import partition_ranges
+from corpus_assets.batches import partition_ranges, reap_dead_runs
 from corpus_assets.books.library import LibraryListing
 from corpus_assets.library_plan import RUN_DIED, plan_library, record_failed_run, removal_of
 from corpus_assets.partitions import books_partitions
@@ -154,3 +156,22 @@ def test_a_book_that_keeps_failing_not_by_an_outage_is_held_back_until_its_file_
     (library / "flaky.txt").write_text(WORDS + "Edited. ")
     planned = plan()
     assert planned.ingest == ["flaky"] and planned.cleared == ["flaky"]  # new content: a fresh start
+
+
+def test_a_run_whose_worker_died_while_it_was_being_cancelled_ends_and_frees_its_pool_slot():
+    # `corpus ingest` stopped (SIGTERM) while a step sat in native code: the run was left CANCELING, and
+    # its worker killed after. It held its `qdrant` slot for ever, and every later run waited on it.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    with instance_for_test() as instance:
+        run = instance.add_run(DagsterRun(job_name="ingest_books", status=DagsterRunStatus.NOT_STARTED))
+        instance.report_dagster_event(DagsterEvent(DagsterEventType.RUN_START.value, "ingest_books", pid=dead.pid),
+                                      run.run_id)
+        instance.report_run_canceling(instance.get_run_by_id(run.run_id))
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELING
+        instance.event_log_storage.initialize_concurrency_limit_to_default("qdrant")
+        instance.event_log_storage.set_concurrency_slots("qdrant", 1)
+        assert instance.event_log_storage.claim_concurrency_slot("qdrant", run.run_id, "qdrant_points").is_claimed
+        assert [r.run_id for r in reap_dead_runs(instance)] == [run.run_id]
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.CANCELED
+        assert instance.event_log_storage.get_concurrency_info("qdrant").active_slot_count == 0

@@ -165,7 +165,7 @@ def test_a_batched_run_ingests_several_books_and_search_finds_them(pipeline, lib
         vector = EmbeddingModel().encode(["she fell down the rabbit hole"])[0]
         with postgres.db() as db:
             hits = db.search(vector, 3, None, ef_search=100)
-            filtered = db.search(vector, 10, WALLPAPER, ef_search=100)
+            filtered = db.search(vector, 10, [WALLPAPER], ef_search=100)
     assert hits[0].book_id == ALICE and "rabbit" in hits[0].text.lower()
     assert len(filtered) == 10 and {h.book_id for h in filtered} == {WALLPAPER}
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import qdrant_edge as edge
 
-from resources.errors import SchemaOutOfDate
+from resources.errors import SchemaOutOfDate, StoreUnavailable
 from resources.qdrant import QdrantEdgeResource
 from resources.qdrant import collection as qdrant_collection
 from resources.qdrant.collection import SPARSE_VECTOR, document_words, payload, point_id
-from resources.qdrant.edge import FULL_SCAN_THRESHOLD, MAX_SEGMENT_KB, SEGMENTS
+from resources.qdrant.edge import FULL_SCAN_THRESHOLD, MAX_SEGMENT_KB, SEGMENTS, EdgeCollection
 
 DIMENSION = 384
 
@@ -64,7 +64,7 @@ def test_a_collection_past_the_exact_search_size_is_indexed_and_every_point_is_f
         for row in (0, 7_777, len(big) - 1):
             hit = collection.search(big_vectors[row], limit=1)[0]
             assert (hit.chunk_id, hit.book_id) == (big[row].id, "big") and hit.score > 0.999
-        within = collection.search(big_vectors[3], limit=10, book_id="small")
+        within = collection.search(big_vectors[3], limit=10, books=["small"])
         assert len(within) == 10 and {hit.book_id for hit in within} == {"small"}
 
         assert collection.delete_book_except("small", [c.id for c in small[:20]]) == 30
@@ -187,3 +187,13 @@ def test_segments_that_hold_the_keyword_index_in_ram_are_rebuilt_once_by_apply_s
                  [h.chunk_id for h in collection.search(vectors[123], limit=5)])
     assert sorted(after[0]) == sorted(before[0]) == sorted(c.id for c in chunks[::50])
     assert after[1][0] == before[1][0] == "old-123"  # its own vector (the rest: HNSW before, exact after)
+
+
+def test_a_shard_held_longer_than_its_patience_is_a_store_unavailable_not_a_traceback(qdrant: QdrantEdgeResource):
+    with qdrant.open() as first:
+        first.ensure_collection(DIMENSION)
+        first.upsert(_chunks("a", 3), _vectors(3, 1), "English")
+    with qdrant.open():  # held, as a long write holds it
+        with pytest.raises(StoreUnavailable, match="held by another process"):
+            with EdgeCollection(qdrant.folder(), qdrant.hnsw_ef_construct, qdrant.hnsw_ef, patience=0.5):
+                pass

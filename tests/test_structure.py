@@ -185,11 +185,12 @@ def test_titles_and_subtitles():
 def test_corpus_inspect_prints_what_would_be_stored_as_json(shared_books, tmp_path):
     bad = tmp_path / "empty.txt"
     bad.write_bytes(b"")
+    os.mkfifo(tmp_path / "fifo.txt")  # named by the user, still never opened: reading it would wait for ever
     result = subprocess.run(
         [str(Path(sys.executable).with_name("corpus")), "inspect", "--json", str(shared_books / "84_frankenstein.txt"),
-         str(bad)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert "empty.txt: the file is empty" in result.stderr + result.stdout.split("[", 1)[0] or "the file is empty" in result.stdout
+         str(bad), str(tmp_path / "fifo.txt")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "fifo.txt is not a regular file: not read" in result.stdout + result.stderr
+    assert "empty.txt: the file empty.txt is empty" in result.stdout.split("[", 1)[0]
     [book] = json.loads(result.stdout[result.stdout.index("["):])
     assert (book["title"], book["subtitle"], book["encoding"]) == ("Frankenstein", "or The Modern Prometheus", "utf-8-sig")
     kinds = [s["kind"] for s in book["sections"]]

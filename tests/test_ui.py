@@ -1,4 +1,5 @@
-"""The Dagster UI as a person sees it, in headless Chromium (`make ui-check`; marked `ui`, not in `make test`).
+"""The Dagster UI and the search pages as a person sees them, in headless Chromium (`make ui-check`; marked
+`ui`, not in `make test`).
 
 A demo state is ingested with `corpus ingest`, `corpus dev` serves the UI on it, and Selenium reads
 the pages: the CLI's run in the Overview timeline, re-executed from its page; a backfill of every book launched by clicking,
@@ -29,6 +30,7 @@ from resources.settings import PROJECT_ROOT, SAMPLE_LIBRARY_DIR
 pytestmark = pytest.mark.ui
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[ui]')")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SHOTS = PROJECT_ROOT / "bench" / "results" / "ui"
@@ -125,7 +127,9 @@ def test_the_ui_tells_each_books_story(ui, browser):
     browser.save_screenshot(str(SHOTS / "backfill.png"))
 
     # Every book's partition of every check passed: each check's Partitions tab counts them.
-    checks = sorted((key.asset_key.to_user_string(), key.name) for key in defs.resolve_asset_graph().asset_check_keys)
+    graph = defs.resolve_asset_graph()
+    checks = sorted((key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys
+                    if graph.get(key.asset_key).partitions_def is not None)
     assert len(checks) == 8
     for asset, check in checks:
         open_page(browser, f"{url}/assets/{asset}?view=checks&checkDetail={check}")
@@ -143,6 +147,13 @@ def test_the_ui_tells_each_books_story(ui, browser):
     assert "title\nHamlet" in text and "author\nWilliam Shakespeare" in text
     assert "chapters\n20" in text and "parts\n5" in text  # five acts of scenes; contents and cast list apart
     browser.save_screenshot(str(SHOTS / "book_partition.png"))
+
+    # The library report: every book in one table, its check green (materialized by `corpus ingest`).
+    open_page(browser, f"{url}/assets/library_report")
+    assert wait_text(browser, "book table"), page_text(browser)
+    text = page_text(browser)
+    assert "books whose stores disagree" in text and all(b in text for b in BOOKS), text
+    browser.save_screenshot(str(SHOTS / "library_report.png"))
 
     # An edited file: the sensor observes its new version, and the book's raw_books partition shows
     # unsynced until the sensor's run reads the file again; the other books stay synced. (Dagster 1.13
@@ -169,13 +180,91 @@ def test_the_ui_tells_each_books_story(ui, browser):
         return EDITED in page_text(browser)
 
     _wait_for(lambda: not listed("raw_books"), 300, f"the sensor to remove {EDITED}", pause=5)
-    graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
         if graph.get(key).partitions_def is not None:
             assert not listed(key.to_user_string()), key
     open_page(browser, f"{url}/assets/book_text?view=events")
     assert wait_text(browser, "this book was removed from every store and its partition deleted"), page_text(browser)
     browser.save_screenshot(str(SHOTS / "removed_book.png"))
+
+
+HOSTILE = "<script>document.title='pwned'</script> [/bold] Title"
+
+
+@pytest.fixture(scope="module")
+def search_pages(tmp_path_factory):
+    """`corpus serve` on an ingested library of the sample books, a book with a hostile title, and a
+    second edition of Alice (so passages have similar passages in another book)."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs chromium and chromedriver (apt install chromium chromium-driver)")
+    root = tmp_path_factory.mktemp("pages")
+    library = root / "library"
+    shutil.copytree(SAMPLE_LIBRARY_DIR, library)
+    alice = (SAMPLE_LIBRARY_DIR / "11_alices-adventures-in-wonderland.txt").read_text(encoding="utf-8")
+    (library / "alice-second-edition.txt").write_text(
+        alice.replace("Title: Alice’s Adventures in Wonderland", "Title: Alice, a Second Edition"), encoding="utf-8")
+    (library / "hostile.txt").write_text(
+        f"Title: {HOSTILE}\nAuthor: A. Hostile\n\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n"
+        + "A lighthouse keeper wrote <b>bold</b> words in his log every night. " * 80 + "\n", encoding="utf-8")
+    env = {**os.environ, "CORPUS_STATE_DIR": str(root / "state"), "CORPUS_LIBRARY_DIR": str(library)}
+    corpus = str(Path(sys.executable).with_name("corpus"))
+    ingest = subprocess.run([corpus, "ingest"], env=env, capture_output=True, text=True, timeout=900)
+    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (root / "serve.log").open("w")
+    serve = subprocess.Popen([corpus, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _responds(f"{url}/health"), 180, "corpus serve to start")
+        yield url
+    finally:
+        serve.terminate()
+        serve.wait(60)
+        falkordb_server.stop_server(root / "state" / "falkordb")
+        postmaster = root / "state" / "postgres" / "postmaster.pid"
+        if postmaster.exists():
+            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
+
+
+def test_a_reader_searches_reads_in_context_and_follows_a_similar_passage(search_pages, browser):
+    url = search_pages
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    open_page(browser, url, settle=1)
+    box = browser.find_element(By.NAME, "q")
+    box.send_keys("the rabbit took a watch out of its waistcoat pocket" + Keys.ENTER)  # Enter searches
+    assert wait_text(browser, "passages in"), page_text(browser)
+    first = browser.find_element(By.CSS_SELECTOR, "article.hit")
+    assert "Alice" in first.text and "CHAPTER" in first.text  # the book and where the passage sits
+    assert browser.find_elements(By.CSS_SELECTOR, "article.hit mark"), "the query's words are marked"
+    browser.save_screenshot(str(SHOTS / "search_page.png"))
+
+    # The passage in its context, then a similar passage in another book.
+    first.find_element(By.LINK_TEXT, "in context").click()
+    assert wait_text(browser, "next passage"), page_text(browser)
+    assert wait_text(browser, "Similar passages in other books"), page_text(browser)
+    browser.save_screenshot(str(SHOTS / "passage_in_context.png"))
+    here = browser.find_element(By.CSS_SELECTOR, "p.where b").text
+    browser.find_element(By.CSS_SELECTOR, "a.similar").click()
+    _wait_for(lambda: "/passages/" in browser.current_url and browser.find_elements(By.CSS_SELECTOR, "p.where b"), 30,
+              "the similar passage's page")
+    assert browser.find_element(By.CSS_SELECTOR, "p.where b").text != here  # another book
+
+    # A book's page: its parts and chapters with sizes, each chapter linking to its passages.
+    open_page(browser, f"{url}/books/1524_hamlet", settle=1)
+    assert wait_text(browser, "ACT III") and "SCENE II." in page_text(browser)
+    browser.save_screenshot(str(SHOTS / "book_page.png"))
+    browser.find_element(By.PARTIAL_LINK_TEXT, "SCENE I.").click()
+    assert wait_text(browser, "passage "), page_text(browser)
+
+    # The library page, and a hostile title shown as text: no script ran, no markup was read.
+    open_page(browser, f"{url}/books", settle=1)
+    assert wait_text(browser, "Books by language") and HOSTILE in page_text(browser), page_text(browser)
+    assert browser.title != "pwned" and browser.find_elements(By.CSS_SELECTOR, "svg rect")
+    browser.save_screenshot(str(SHOTS / "library_page.png"))
+    open_page(browser, f"{url}/?q=lighthouse+keeper", settle=1)
+    assert HOSTILE in page_text(browser) and browser.title != "pwned"
 
 
 def open_page(browser, address: str, settle: float = 4) -> None:

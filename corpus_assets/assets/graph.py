@@ -103,8 +103,11 @@ def similar_chunks(
             # would cost a full pass over the corpus per edit. Edges to a removed chunk go with its
             # node; edges from other books to the book's new chunks come when those books are rewritten.
             version = similar_version(db, book_id, config.top_k, config.min_score)
-            if not config.rewrite and db.synced_version(book_id, "similar") == version:
-                return None, {"unchanged (not rewritten)": True}
+            unchanged = not config.rewrite and db.synced_version(book_id, "similar") == version
+        if unchanged:  # the edges as they stand, so the latest materialization still says how many
+            with graph.session() as session:
+                edges, _ = session.similar_edges(book_id)
+            return None, {"similar edges": edges, "unchanged (not rewritten)": True}
         with graph.session() as session:
             edges, replaced = relink_similar(session, postgres, book_id, config.top_k, config.min_score)
         return None, {"similar edges": edges, "unchanged (not rewritten)": False, "edges replaced": replaced,

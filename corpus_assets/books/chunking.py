@@ -16,6 +16,11 @@ import semchunk
 from corpus_assets.books.structure import Section
 
 OVERLAP = 0.12  # share of a chunk repeated from its neighbour
+# A chunk's characters, whatever its tokens: a "word" of millions of letters is one unknown token to the
+# model, and would be one chunk as long as the file, which every store then holds and every search
+# answer carries (and Qdrant's stemmer takes quadratic time in a word's length: 8 MB ≈ 20 min). 254
+# tokens of any language's prose stay well under it (English averages ~5 characters a token).
+MAX_CHUNK_CHARS = 4000
 # Bump when the same text, sections and tokenizer would give different chunks: stored chunks made
 # by an older version are then no longer reused.
 CHUNKER_VERSION = f"1:semchunk-{importlib.metadata.version('semchunk')}"
@@ -52,13 +57,22 @@ def chunk_book(
     chunks: list[Chunk] = []
     for section in sections:
         pieces, offsets = chunker(text[section.start : section.end], overlap=OVERLAP, offsets=True)
-        for piece, (start, end) in zip(pieces, offsets, strict=True):
-            if not piece.strip():
-                continue
-            chunks.append(
-                _chunk(book_id, len(chunks), section, piece, count_tokens(piece), section.start + start)
-            )
+        for piece, (start, _) in zip(pieces, offsets, strict=True):
+            for part, at in _within_chars(piece, start):
+                if part.strip():
+                    chunks.append(_chunk(book_id, len(chunks), section, part, count_tokens(part), section.start + at))
     return chunks
+
+
+def _within_chars(piece: str, start: int) -> list[tuple[str, int]]:
+    """The piece, or its consecutive windows of at most MAX_CHUNK_CHARS (cut at a space where there is
+    one), with their offsets: only text of giant "words" is ever cut so."""
+    parts = []
+    while len(piece) > MAX_CHUNK_CHARS:
+        cut = piece.rfind(" ", MAX_CHUNK_CHARS // 2, MAX_CHUNK_CHARS) + 1 or MAX_CHUNK_CHARS
+        parts.append((piece[:cut], start))
+        piece, start = piece[cut:], start + cut
+    return [*parts, (piece, start)]
 
 
 def chunk_book_timed(*args, **kwargs) -> tuple[list[Chunk], float]:

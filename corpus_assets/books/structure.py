@@ -690,7 +690,8 @@ def structure_doubts(text: str, sections: list[Section]) -> list[str]:
     contents = next((s for s in sections if s.kind == FRONT and _CONTENTS.match(s.title)), None)
     if contents is not None:
         entries = _contents_entries(text[contents.start : contents.end])
-        if entries >= 5 and all(abs(entries - found) > max(3, 0.25 * entries) for found in (len(body), len(sections))):
+        parts = len({s.part for s in body if s.part})  # a contents list may name the parts (acts) alone
+        if entries >= 5 and all(abs(entries - found) > max(3, 0.25 * entries) for found in (len(body), len(sections), parts)):
             doubts.append(f"the contents list has about {entries} entries, {len(body)} sections were found")
     return doubts
 

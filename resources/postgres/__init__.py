@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
+import sqlalchemy
+from psycopg.conninfo import conninfo_to_dict
 from dagster import ConfigurableResource, InitResourceContext
 from pgvector.psycopg import register_vector
 from psycopg_pool import ConnectionPool
@@ -82,7 +84,14 @@ def dagster_storage_url() -> str:
         return config.dagster_pg_url
     if config.database_url:
         # Same database as the corpus tables; the Alembic version tables are kept apart by name.
-        return "postgresql+psycopg2://" + config.database_url.split("://", 1)[1]
+        if "://" in config.database_url:
+            return "postgresql+psycopg2://" + config.database_url.split("://", 1)[1]
+        fields = conninfo_to_dict(config.database_url)  # libpq's key=value form
+        return sqlalchemy.engine.URL.create(
+            "postgresql+psycopg2", username=fields.pop("user", None), password=fields.pop("password", None),
+            host=fields.pop("host", None), port=int(fields.pop("port")) if "port" in fields else None,
+            database=fields.pop("dbname", None), query={k: str(v) for k, v in fields.items()},
+        ).render_as_string(hide_password=False)
     return embedded_url("dagster", driver="postgresql+psycopg2")
 
 

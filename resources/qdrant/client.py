@@ -127,18 +127,18 @@ class ClientCollection:
             return "missing"
         return self.client.get_collection(self.name).status.value
 
-    def search(self, vector: np.ndarray, limit: int, book_id: str | None = None) -> list[PointHit]:
+    def search(self, vector: np.ndarray, limit: int, books: Sequence[str] | None = None) -> list[PointHit]:
         return as_hits(self.client.query_points(
-            self.name, query=vector.tolist(), query_filter=_book_filter(book_id) if book_id else None,
+            self.name, query=vector.tolist(), query_filter=None if books is None else _books_filter(books),
             limit=limit, with_payload=True,
         ).points)
 
-    def keyword_search(self, words: SparseVector, limit: int, book_id: str | None = None) -> list[PointHit]:
+    def keyword_search(self, words: SparseVector, limit: int, books: Sequence[str] | None = None) -> list[PointHit]:
         if not words.indices or not self.client.collection_exists(self.name):
             return []
         return as_hits(self.client.query_points(
             self.name, query=_sparse(words), using=SPARSE_VECTOR,
-            query_filter=_book_filter(book_id) if book_id else None, limit=limit, with_payload=True,
+            query_filter=None if books is None else _books_filter(books), limit=limit, with_payload=True,
         ).points)
 
 

@@ -240,26 +240,32 @@ class EdgeCollection:
             return "missing"
         return "green" if "book_id" in self._shard.info().payload_schema else "yellow"
 
-    def search(self, vector: np.ndarray, limit: int, book_id: str | None = None) -> list[PointHit]:
+    def search(self, vector: np.ndarray, limit: int, books: Sequence[str] | None = None) -> list[PointHit]:
         if self._shard is None:
             return []
         return as_hits(self._shard.query(QueryRequest(
-            limit=limit, query=Query.Nearest(vector.tolist()), filter=_book_filter(book_id) if book_id else None,
+            limit=limit, query=Query.Nearest(vector.tolist()), filter=None if books is None else _books_filter(books),
             with_payload=True, params=SearchParams(hnsw_ef=self._ef_search))))
 
-    def keyword_search(self, words: SparseVector, limit: int, book_id: str | None = None) -> list[PointHit]:
+    def keyword_search(self, words: SparseVector, limit: int, books: Sequence[str] | None = None) -> list[PointHit]:
         if self._shard is None or not words.indices:
             return []
         return as_hits(self._shard.query(QueryRequest(
             limit=limit, query=Query.Nearest(words, using=SPARSE_VECTOR),
-            filter=_book_filter(book_id) if book_id else None, with_payload=True)))
+            filter=None if books is None else _books_filter(books), with_payload=True)))
 
 
 def _load(folder: Path, config: EdgeConfig, patience: float) -> EdgeShard:
-    for attempt in Retrying(retry=retry_if_exception(_held_elsewhere), wait=wait_exponential(multiplier=0.1, max=2),
-                            stop=stop_after_delay(patience), reraise=True):
-        with attempt:
-            return EdgeShard.load(str(folder), config)
+    try:
+        for attempt in Retrying(retry=retry_if_exception(_held_elsewhere), wait=wait_exponential(multiplier=0.1, max=2),
+                                stop=stop_after_delay(patience), reraise=True):
+            with attempt:
+                return EdgeShard.load(str(folder), config)
+    except Exception as error:
+        if _held_elsewhere(error):  # a store that is busy: one line, as for a server that is down
+            raise StoreUnavailable(f"Qdrant Edge at {folder} is held by another process (a writer) for more than "
+                                   f"{patience:.0f} s; try again when it is done") from None
+        raise
 
 
 def _read_into_page_cache(folder: Path, stop: threading.Event) -> None:
