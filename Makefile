@@ -25,7 +25,7 @@ dev: setup
 	$(BIN)/corpus dev
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 # The benchmark-like tests `make test` leaves out (a 50 MB book through the pipeline, ~2 min).
 test-slow: setup

@@ -359,3 +359,13 @@ def _embedding_run_pid(conn) -> int | None:
     except psycopg.errors.UndefinedTable:  # Dagster has not made its tables yet
         return None
     return row[0] if row else None
+
+
+def test_corpus_env_hides_the_password_unless_asked(tmp_path):
+    corpus = os.path.join(os.path.dirname(sys.executable), "corpus")
+    env = {**os.environ, "CORPUS_STATE_DIR": str(tmp_path / "state"),
+           "DATABASE_URL": "postgresql://alice:pa/ss#SECRET@db.example:5432/corp"}
+    hidden = subprocess.run([corpus, "env"], env=env, capture_output=True, text=True, timeout=120)
+    assert hidden.returncode == 0 and "SECRET" not in hidden.stdout + hidden.stderr and "alice:***@" in hidden.stdout
+    shown = subprocess.run([corpus, "env", "--show-secrets"], env=env, capture_output=True, text=True, timeout=120)
+    assert "pa/ss#SECRET" in shown.stdout

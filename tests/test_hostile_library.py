@@ -141,19 +141,15 @@ def test_a_hostile_library_ingests_its_good_books_names_its_bad_ones_and_reads_n
         assert any(line.lstrip("│ ").startswith(name) for line in out.splitlines()), (name, out)
     assert "\x1b[31m" not in out  # an escape sequence in a name is shown, never sent to the terminal
 
-    again = corpus_cli("ingest", library=library)  # the bad files are held back: no run, no retry loop
-    out = again.stdout.decode()
-    assert again.returncode == 0 and "ingested 0 books" in out and "(0 runs, 0 failed)" in out, out
-    assert all(book_id in out for book_id in bad) and "held back" in out
-
+    # (Held back, not retried, by the next ingest: tests/test_cli.py.)
     status = corpus_cli("status", library=library)
     out = status.stdout.decode() + status.stderr.decode()
     assert status.returncode == 0 and "Traceback" not in out, out
     assert "odd\\xff name" in out and "\x1b" not in out  # names shown escaped: their bytes, not their effect
-    query = "[/] [/bold] Markup body root bin bash"  # markup in a query, and /etc/passwd's words
+    query = "[/] [/bold] Markup body"  # markup in a query, and in a title below
     search = corpus_cli("search", query, "-k", "3", library=library)
     out = search.stdout.decode() + search.stderr.decode()
-    assert search.returncode == 0 and "Traceback" not in out and "root:x:0:0" not in out, out
+    assert search.returncode == 0 and "Traceback" not in out, out
     assert f'"{query}"' in out  # the query is printed as typed
     assert "[/bold] Markup [red]Book<script>alert(1)</script>" in out  # the book's title as written, not as markup
 

@@ -487,6 +487,7 @@ def test_the_pages_readers_use_and_an_openapi_schema_that_matches_the_answers(st
         valid(client.get("/search", params={"q": "rabbit", "k": 3, "expand": True}), "/search")
         valid(client.get("/search", params={"q": "rabbit", "store": "qdrant", "mode": "keyword"}), "/search")
         valid(client.get("/health"), "/health")
+        assert client.head("/health").status_code == 200 and set(spec["paths"]["/health"]) == {"get"}
         valid(client.get("/stats"), "/stats")
         valid(client.get("/search", params={"q": " "}), "/search", 422)
         valid(client.get("/search", params={"q": "cat", "mode": "fuzzy"}), "/search", 422)

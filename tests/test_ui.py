@@ -10,6 +10,7 @@ asset. Screenshots go to bench/results/ui/.
 Needs Debian's `chromium` and `chromium-driver` (apt) and the `ui` extra (selenium).
 """
 
+import json
 import os
 import re
 import shutil
@@ -125,6 +126,11 @@ def test_the_ui_tells_each_books_story(ui, browser):
     _wait_for(lambda: backfill_status() == "Success", 600, "the backfill to succeed")
     assert f"{len(BOOKS)} partitions" in page_text(browser), page_text(browser)
     browser.save_screenshot(str(SHOTS / "backfill.png"))
+    # Every run, the UI's own included, says which books it covers (the tag the run list shows).
+    runs = _graphql(url, "{ runsOrError { ... on Runs { results { runId tags { key value } } } } }")
+    untagged = [run["runId"] for run in runs["runsOrError"]["results"]
+                if "corpus/books" not in {tag["key"] for tag in run["tags"]}]
+    assert len(runs["runsOrError"]["results"]) >= 3 and not untagged, runs
 
     # Every book's partition of every check passed: each check's Partitions tab counts them.
     graph = defs.resolve_asset_graph()
@@ -133,12 +139,20 @@ def test_the_ui_tells_each_books_story(ui, browser):
     assert len(checks) == 8
     for asset, check in checks:
         open_page(browser, f"{url}/assets/{asset}?view=checks&checkDetail={check}")
+        if check == "chunks_are_findable":  # the check's overview: its description in plain words, no code
+            assert wait_text(browser, "Ten of the book's passages"), page_text(browser)
+            assert "FINDABLE_SAMPLE" not in page_text(browser)
         click(browser, "//button[normalize-space()='Partitions']")
         assert wait_text(browser, f"Passed ({len(BOOKS)})"), (asset, check, page_text(browser))
         text = page_text(browser)
         assert "Failed (0)" in text and "Missing (0)" in text and "Execution Failed (0)" in text, (asset, check)
         if check == "chunks_are_findable":
             browser.save_screenshot(str(SHOTS / "check_partitions.png"))
+
+    # The backfill re-ran books whose edges were unchanged: their latest materialization still counts them.
+    open_page(browser, f"{url}/assets/similar_chunks?view=partitions&partition=1524_hamlet")
+    assert wait_text(browser, "similar edges"), page_text(browser)
+    assert "unchanged (not rewritten)\ntrue" in page_text(browser).lower()
 
     # A book's own metadata on its partition page.
     open_page(browser, f"{url}/assets/book_text?view=partitions&partition=1524_hamlet")
@@ -170,6 +184,10 @@ def test_the_ui_tells_each_books_story(ui, browser):
     browser.save_screenshot(str(SHOTS / "edited_book_unsynced.png"))
     assert not unsynced("1524_hamlet")
     _wait_for(lambda: not unsynced(EDITED), 300, f"the sensor's run to bring {EDITED} up to date")
+    # The sensor's run says which books it covers and why, whole (a tag the UI shows in full).
+    open_page(browser, f"{url}/runs")
+    assert wait_text(browser, f"corpus/books: {EDITED}") or wait_text(browser, EDITED), page_text(browser)
+    assert "corpus/library: 1 new or changed of 3 files" in page_text(browser), page_text(browser)
 
     # A deleted file: the sensor removes its book, and no asset lists it any more; its history ends
     # with an observation saying it was removed.
@@ -291,6 +309,14 @@ def wait_text(browser, text: str, seconds: float = 30) -> bool:
             return True
         time.sleep(1)
     return False
+
+
+def _graphql(url: str, query: str) -> dict:
+    """The UI's own GraphQL API: what its pages are drawn from."""
+    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["data"]
 
 
 def _responds(address: str) -> bool:

@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy
 
+from corpus_assets.batches import BOOKS_TAG, books_tag
 from corpus_assets.books.errors import FAILURES_KEY, BookError
 from corpus_assets.books.safe_text import md_cell
 from resources import settings
@@ -47,6 +48,12 @@ def for_each_book(
     reports every bad file of its batch at once. The failure is retried (`STORE_RETRY`) only if some
     book failed for another reason than bad input.
     """
+    book_ids = list(book_ids)
+    if BOOKS_TAG not in context.run.tags and book_ids:
+        # A run launched from the UI (its Materialize dialog, a backfill) carries no `corpus/books` tag:
+        # added here, so the run list says which books every run covers. Dagster 1.13 has no public way
+        # to tag a run from inside it; `add_run_tags` is the instance's own (merged, so idempotent).
+        context.instance.add_run_tags(context.run_id, books_tag(book_ids))
     stage = context.assets_def.key.to_user_string()
     results: dict[str, T] = {}
     problems: dict[str, str] = {}
