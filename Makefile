@@ -65,7 +65,8 @@ bench-retrieval: setup
 	$(BIN)/python bench/retrieval/run.py
 
 # Search on 300 unseen queries over all 70 books of ../shared, at 10, 35 and 70 books (~40 min the first
-# time: the books are ingested); EVAL_ARGS=--split test only once, at the end (the test split).
+# time: the books are ingested, 46 min on 2 cores); EVAL_ARGS=--split test only once, at the end (the
+# test split); EVAL_ARGS=--sweep: hybrid's fusion settings side by side on the dev split.
 EVAL_ARGS ?=
 bench-retrieval-eval: setup
 	$(BIN)/python bench/retrieval/eval.py $(EVAL_ARGS)

@@ -411,6 +411,10 @@ def search(
     loaded = f"; the model loaded first in {answer['model_load_ms'] / 1000:.1f} s" if "model_load_ms" in answer else ""
     console.print(f'[bold]{store}, {mode}: "{_safe(query)}"[/bold] [dim]({answer["timings_ms"]["total"]:.0f} ms{loaded})[/dim]',
                   soft_wrap=True)
+    if not answer["hits"]:
+        console.print("no passage found" + (": keyword search skips a language's stop words (\"to be or not to be\" "
+                                            "is all stop words); --mode hybrid also searches by meaning"
+                                            if mode == "keyword" else ""), soft_wrap=True)
     for hit in answer["hits"]:
         console.print(f"{hit['rank']}. [bold]{_safe(hit['title'])}[/bold] · {_safe(hit['chapter'])} · chunk {hit['ordinal']} · "
                       f"score {hit['score']:.3f}", soft_wrap=True)

@@ -21,15 +21,17 @@ from resources.graph import GraphResource
 from resources.postgres import PostgresResource
 from resources.postgres.store import BookFailure, BookRow, BookSummary, CorpusDB, SearchHit, WordStats
 from resources.qdrant import QdrantResource
-from resources.qdrant.collection import PointHit, query_words
+from resources.qdrant.collection import PointHit, query_analysis, query_vector
 from resources.qdrant.edge import SharedReads
 from resources.query_encoder import QueryEncoder
 from retrieval import DEFAULT_MODE, QueryError, checked_query
 from retrieval.fusion import reciprocal_rank_fusion
-from retrieval.keyword import weigh
+from retrieval.keyword import query_terms, weigh
 
-# Candidates each method hands the fusion (or k, if larger).
-FUSION_DEPTH = 50
+# Candidates each method hands the fusion (or k, if larger). With the fusion's K = 10, 20, 50 and 100
+# ranked alike on the unseen queries' dev split (hybrid hit@10 0.59-0.595 pgvector, 0.62 Qdrant); 20
+# costs the least.
+FUSION_DEPTH = 20
 # Keyword statistics (document frequencies) change slowly; read again after this many seconds.
 STATS_TTL_SECONDS = 300
 
@@ -162,7 +164,8 @@ class Searcher:
         with self._db() as db:
             stats, languages = self._library_stats(db)
             one_book = books is not None and len(books) == 1
-            weights, matching = weigh(stats, db.query_words(query, languages), in_one_book=one_book)
+            words = sorted(query_terms(db.query_analysis(query, languages)))
+            weights, matching = weigh(stats, words, in_one_book=one_book)
             return db.keyword_search(weights, matching, limit, books, stats.avg_tokens)
 
     def _qdrant(self, mode: str, query: str, vector, limit: int, books: list[str] | None) -> tuple[list, list]:
@@ -170,7 +173,7 @@ class Searcher:
         words = None
         if mode != "dense":
             with self._db() as db:
-                words = query_words(query, self._library_stats(db)[1])
+                words = query_vector(query_terms(query_analysis(query, self._library_stats(db)[1])))
         with self.qdrant.open() as collection:
             dense = collection.search(vector, limit, books) if mode != "keyword" else []
             keyword = collection.keyword_search(words, limit, books) if words is not None else []

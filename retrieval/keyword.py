@@ -1,7 +1,8 @@
-"""BM25 weights for a query's words, from the store's document frequencies, and the words that
-select the chunks to score (Postgres' keyword search)."""
+"""A query's keyword terms in a library of many languages (both stores), and BM25 weights for them
+from the store's document frequencies with the words that select the chunks to score (Postgres')."""
 
 import math
+from collections.abc import Hashable, Mapping, Sequence
 
 from resources.postgres.store import WordStats
 
@@ -17,6 +18,10 @@ MAX_MATCH_SHARE = 0.05
 # A query's words that count, the rarest first: a query of hundreds of words (a pasted page) costs a
 # lookup per word; beyond this many its commoner words add little to the ranking.
 MAX_WORDS = 32
+# Stop words of one language a query must hold for that language to be taken as the query's own:
+# one may be a content word of the query's language (helpers' queries "war", "my son", "original
+# sin" found nothing when one sufficed).
+MIN_STOP_WORDS = 2
 
 
 def idf(stats: WordStats, word: str) -> float:
@@ -47,3 +52,18 @@ def weigh(stats: WordStats, words: list[str], in_one_book: bool = False) -> tupl
 
 def _share(stats: WordStats, word: str) -> float:
     return stats.shares.get(word, stats.rarest_listed / 2)
+
+
+def query_terms(analysis: Mapping[str, Sequence[tuple[str, Sequence[Hashable]]]]) -> set:
+    """The terms a keyword search looks for: each word's terms under every language of the library,
+    except the stop words of the query's own language: the language of which the query holds the most
+    stop words, at least MIN_STOP_WORDS (every tied one's). A stop word of one language is a rare,
+    heavily weighted word in another's books: unless dropped, an English query's "in", "by", "the"
+    match only a French novel's English epigraphs (issue #35: that book filled 48 % of keyword top-10
+    slots for 44 English queries). One stop word is no evidence: "war", "die", "son", "sin" are
+    content words in English and stop words in German or Spanish.
+    `analysis`: {language: [(word, its terms there, none for a stop word)]}, from the store."""
+    stops = {language: [word.lower() for word, terms in words if not terms] for language, words in analysis.items()}
+    most = max(map(len, stops.values()), default=0)
+    own = set().union(*(found for found in stops.values() if len(found) == most)) if most >= MIN_STOP_WORDS else set()
+    return {term for words in analysis.values() for word, terms in words if word.lower() not in own for term in terms}

@@ -468,6 +468,13 @@ def test_the_pages_readers_use_and_an_openapi_schema_that_matches_the_answers(st
         assert "Alice" in by_author and "A. Hostile" not in by_author.split("</form>", 1)[1]
         french = client.get("/", params={"q": "rabbit", "language": "French", "store": "qdrant", "mode": "keyword"}).text
         assert "<details class=\"advanced\" open>" in french and "Lewis Carroll" not in french.split("</form>", 1)[1]
+        # The French book's English words are rare words under French rules; an English query's stop words
+        # are no words at all, in any book: they match nothing (before #35: only that book, in both stores).
+        for store in ("pgvector", "qdrant"):
+            stop_words = client.get("/search", params={"q": "in by the of and", "store": store, "mode": "keyword"})
+            assert stop_words.json()["hits"] == [], (store, stop_words.json()["hits"][:1])
+        nothing = client.get("/", params={"q": "in by the of and", "mode": "keyword"}).text
+        assert "No passage found. Keyword search skips a language&#39;s stop words" in nothing
         book = client.get(f"/books/{ALICE}").text
         assert "CHAPTER I. Down the Rabbit-Hole" in book and f'/books/{ALICE}/chapters/' in book
         chapter_link = re.search(rf'href="(/books/{ALICE}/chapters/\d+)"', book).group(1)

@@ -1,4 +1,4 @@
-"""The pure parts of search: rank fusion, BM25 weights, the query-embedding cache, tsquery quoting,
+"""The pure parts of search: rank fusion, BM25 weights, a query's terms in many languages, the query-embedding cache, tsquery quoting,
 the checks that refuse a query before any store."""
 
 import numpy as np
@@ -8,13 +8,15 @@ from resources.postgres.store import WordStats, _tsquery
 from retrieval import QueryError, checked_query
 from retrieval.engine import EmbeddingCache
 from retrieval.fusion import reciprocal_rank_fusion
-from retrieval.keyword import MATCH_ROWS, MAX_MATCH_SHARE, idf, weigh
+from retrieval.keyword import MATCH_ROWS, MAX_MATCH_SHARE, idf, query_terms, weigh
 
 
 def test_fusion_rewards_what_both_lists_rank_high():
     fused = reciprocal_rank_fusion([["a", "b", "c"], ["c", "a", "d"]])
     assert [item for item, _ in fused] == ["a", "c", "b", "d"]
-    assert fused[0][1] == 1 / 61 + 1 / 62
+    assert fused[0][1] == 1 / 11 + 1 / 12  # K = 10
+    weighted = reciprocal_rank_fusion([["a", "b", "c"], ["c", "a", "d"]], k=10, weights=[1.0, 3.0])
+    assert [item for item, _ in weighted] == ["c", "a", "d", "b"] and weighted[0][1] == 1 / 13 + 3 / 11
 
 
 def test_rare_words_weigh_more_and_select_matches_within_a_bounded_number_of_rows():
@@ -41,6 +43,31 @@ def test_rare_words_weigh_more_and_select_matches_within_a_bounded_number_of_row
     assert weigh(common, ["said", "man", "one"], in_one_book=True)[1] == ["man", "said"]
     assert weigh(large, ["the"])[1] == ["the"]
     assert idf(WordStats(1.0, 1.0, {}, 0.0), "x") > 0  # no statistics yet (before ANALYZE): every word alike
+
+
+def test_a_querys_own_stop_words_are_dropped_in_every_language_of_the_library():
+    # {language: [(word, its terms there: none for a stop word)]}, as either store analyses a query.
+    english_query = {"english": [("The", []), ("son", ["son"]), ("of", []), ("the", []), ("sea", ["sea"])],
+                     "french": [("The", ["the"]), ("son", []), ("of", ["of"]), ("the", ["the"]), ("sea", ["sea"])]}
+    # English (3 stop words) over French (1): "the" and "of" go everywhere, "son" stays (French's "his").
+    assert query_terms(english_query) == {"son", "sea"}
+    german_query = {"english": [("Der", ["der"]), ("Mann", ["mann"]), ("die", ["die"])],
+                    "german": [("Der", []), ("Mann", ["mann"]), ("die", [])]}
+    assert query_terms(german_query) == {"mann"}
+    # A tie drops the stop words of every tied language.
+    assert query_terms({"english": [("in", []), ("the", []), ("Rom", ["rom"])],
+                        "german": [("in", []), ("the", ["the"]), ("Rom", ["rom"])],
+                        "dutch": [("in", []), ("the", []), ("Rom", ["rom"])]}) == {"rom"}
+    # One stop word is no evidence: "war" (German), "son" (French), "sin" (Spanish) stay English words.
+    assert query_terms({"english": [("war", ["war"])], "german": [("war", [])]}) == {"war"}
+    assert query_terms({"english": [("my", []), ("son", ["son"])], "french": [("my", ["my"]), ("son", [])]}) == {"my", "son"}
+    assert query_terms({"english": [("original", ["origin"]), ("sin", ["sin"])],
+                        "spanish": [("original", ["original"]), ("sin", [])]}) == {"origin", "original", "sin"}
+    # Only stop words of the query's language: no term at all (keyword search finds nothing, as it should).
+    assert query_terms({"english": [(w, []) for w in "to be or not to be".split()],
+                        "french": [(w, [w]) for w in "to be or not to be".split()]}) == set()
+    assert query_terms({"english": [("whale", ["whale"])], "french": [("whale", ["whal"])]}) == {"whale", "whal"}
+    assert query_terms({}) == set()
 
 
 def test_words_are_quoted_as_tsquery_literals():

@@ -44,7 +44,11 @@ def main() -> None:
     parser.add_argument("--split", choices=("dev", "test", "all"), default="dev")
     parser.add_argument("--model", help="CORPUS_EMBEDDING_MODEL to ingest and search with (default: the default)")
     parser.add_argument("--work", type=Path, default=PROJECT / "bench" / ".state" / "eval")
+    parser.add_argument("--sweep", action="store_true",
+                        help="instead of the methods: hybrid's fusion settings side by side (dev split only)")
     args = parser.parse_args()
+    if args.sweep and args.split != "dev":
+        parser.error("--sweep tunes: on the dev split only")
     queries = [q for q in json.loads(QUERIES.read_text()) if args.split == "all" or q["split"] == args.split]
     files = {p.stem: p for folder in ("dev", "more", "wide") for p in (args.shared / folder).glob("*.txt")}
     missing = sorted({q["book"] for q in queries} - set(files))
@@ -68,6 +72,13 @@ def main() -> None:
     subprocess.run([CORPUS, "ingest"], check=True)
     ingest_seconds = round(time.perf_counter() - started, 1)
 
+    if args.sweep:
+        sweep = {"split": args.split, "model": args.model or "default", **fusion_sweep(queries, sorted(files))}
+        out = RESULTS / "retrieval_fusion_sweep"
+        out.with_suffix(".json").write_text(json.dumps(sweep, indent=1) + "\n")
+        out.with_suffix(".md").write_text(sweep_markdown(sweep))
+        print(sweep_markdown(sweep))
+        return
     results = {"split": args.split, "queries": len(queries), "books": len(files), "model": args.model or "default",
                "ingest_seconds": ingest_seconds, **evaluate(queries, sorted(files))}
     out = RESULTS / f"retrieval_eval_{args.split}"
@@ -108,6 +119,71 @@ def evaluate(queries: list[dict], books: list[str]) -> dict:
             methods[name]["sizes"] = sized
     return {"passages_in_no_chunk": lost, "scored": len(kept), "sizes": [s or len(books) for s in SIZES],
             "methods": methods}
+
+
+# Hybrid's settings tried side by side by `--sweep`, each from the same two lists per query: candidates
+# per method, the fusion's constant, the keyword list's weight against the dense one's, and how much
+# a passage gains from its book's share of the fused candidates (finding the likely book first).
+SWEEP_DEPTHS = (20, 50, 100)
+SWEEP_KS = (10, 60)
+SWEEP_KEYWORD_WEIGHTS = (0.5, 1.0, 2.0)
+SWEEP_BOOK_BOOSTS = (0.0, 0.5, 1.0, 2.0)
+
+
+def fusion_sweep(queries: list[dict], books: list[str]) -> dict:
+    """Passage hit@10 / MRR of hybrid search under each fusion setting, whole library and 10 books."""
+    from corpus_cli.instance import code_location_resources
+    from retrieval.engine import Searcher
+    from retrieval.fusion import reciprocal_rank_fusion
+
+    with code_location_resources("postgres", "qdrant", "graph", "embedding_model") as stores:
+        with stores.postgres.db() as db:
+            db.vacuum_and_reindex()
+            targets = [passage_chunks(db.book_chunks(q["book"]), q["passage"]) for q in queries]
+        kept = [(q, t) for q, t in zip(queries, targets, strict=True) if t]
+        searcher = Searcher(stores.postgres, stores.qdrant, stores.graph, stores.embedding_model)
+        lists = {}
+        for store in ("pgvector", "qdrant"):
+            for size in (10, None):
+                lists[store, size] = [
+                    (query, target, *(searcher.search(query["query"], max(SWEEP_DEPTHS), store=store, mode=mode,
+                                                      within=_library(query, books, size)).hits
+                                      for mode in ("dense", "keyword")))
+                    for query, target in kept]
+    settings = {}
+    for depth in SWEEP_DEPTHS:
+        for k in SWEEP_KS:
+            for weight in SWEEP_KEYWORD_WEIGHTS:
+                for boost in SWEEP_BOOK_BOOSTS:
+                    name = f"depth {depth}, k {k}, keyword weight {weight}, book boost {boost}"
+                    settings[name] = {}
+                    for (store, size), per_query in lists.items():
+                        rows = []
+                        for query, target, dense, keyword in per_query:
+                            by_id = {h.chunk_id: h for h in [*keyword[:depth], *dense[:depth]]}
+                            fused = reciprocal_rank_fusion([[h.chunk_id for h in dense[:depth]],
+                                                            [h.chunk_id for h in keyword[:depth]]], k, [1.0, weight])
+                            mass: dict[str, float] = defaultdict(float)
+                            for chunk_id, score in fused:
+                                mass[by_id[chunk_id].book_id] += score
+                            total = sum(mass.values()) or 1.0
+                            ranked = sorted(fused, key=lambda pair: -pair[1] * (1 + boost * mass[by_id[pair[0]].book_id] / total))
+                            hits = [by_id[chunk_id] for chunk_id, _ in ranked[:DEPTH]]
+                            rows.append((query, rank_of(hits, query["book"], target),
+                                         bool(hits) and hits[0].book_id == query["book"]))
+                        settings[name][f"{store}, {size or 'all'} books"] = _figures(rows)
+    return {"queries": len(kept), "settings": settings}
+
+
+def sweep_markdown(r: dict) -> str:
+    columns = list(next(iter(r["settings"].values())))
+    lines = [f"Hybrid's fusion settings side by side (`bench/retrieval/eval.py --sweep`), {r['queries']} dev-split "
+             f"queries, passage hit@10 / MRR; the product's setting: depth 50, k 60, weights 1, no book boost.", "",
+             "| setting | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, figures in sorted(r["settings"].items(), key=lambda item: -sum(v["mrr"] for v in item[1].values())):
+        lines.append(f"| {name} | " + " | ".join(f"{figures[c]['passage_hit_at_10']} / {figures[c]['mrr']}"
+                                                for c in columns) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _library(query: dict, books: list[str], size: int | None) -> list[str] | None:

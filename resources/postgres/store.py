@@ -58,11 +58,13 @@ WHERE c.book_id = %(book_id)s AND 1 - n.distance >= %(min_score)s
 # document frequencies from ANALYZE's statistics of text_search; then BM25 over KEYWORD_CANDIDATES
 # chunks (approximate: the candidates are those holding the most idf of the selecting words,
 # `retrieval.keyword.weigh`).
-_QUERY_WORDS = """
-SELECT DISTINCT t.lexeme
+# Each word of the query with its lexemes under each configuration (none: a stop word there).
+_QUERY_ANALYSIS = """
+SELECT c.config::text AS config, d.token, d.lexemes
 FROM (SELECT DISTINCT corpus_text_config(language)::regconfig AS config
       FROM unnest(%(languages)s::text[]) AS languages(language)) c,
-     unnest(to_tsvector(c.config, %(query)s)) AS t
+     ts_debug(c.config, %(query)s) d
+WHERE d.lexemes IS NOT NULL
 """
 _WORD_STATS = """
 SELECT (SELECT reltuples FROM pg_class WHERE oid = 'chunks'::regclass) AS chunks,
@@ -514,10 +516,14 @@ class CorpusDB:
             raise SearchTimeout(f"the search took over {timeout_ms:.0f} ms and was stopped "
                                 f"({SEARCH_TIMEOUT_ENV})") from None
 
-    def query_words(self, query: str, languages: Sequence[str | None]) -> list[str]:
-        """The query's words as keyword search indexes them: stemmed, stop words out, under the
-        configuration of each of `languages` (the library's, from `languages()`)."""
-        return [word for (word,) in self.conn.execute(_QUERY_WORDS, {"query": query, "languages": list(languages)})]
+    def query_analysis(self, query: str, languages: Sequence[str | None]) -> dict[str, list[tuple[str, list[str]]]]:
+        """The query's words as keyword search indexes them, under the configuration of each of
+        `languages` (the library's, from `languages()`): {configuration: [(word, its lexemes: none
+        for a stop word)]}."""
+        analysis: dict[str, list[tuple[str, list[str]]]] = {}
+        for config, token, lexemes in self.conn.execute(_QUERY_ANALYSIS, {"query": query, "languages": list(languages)}):
+            analysis.setdefault(config, []).append((token, lexemes))
+        return analysis
 
     def word_stats(self) -> WordStats:
         """What BM25 needs: chunks, their mean token count, and the share of chunks holding each of

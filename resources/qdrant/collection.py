@@ -6,6 +6,7 @@ applies IDF), payload `book_id` (indexed), `chunk_id`, `ordinal`, `chapter`, `te
 """
 
 import functools
+import re
 import uuid
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ UPLOAD_BATCH = 1024
 
 
 SPARSE_VECTOR = "bm25"
+# A query's words, as Qdrant's BM25 tokenizer splits them (on anything not a letter or digit).
+_WORD = re.compile(r"\w+")
 # A facet over every book: a limit above any library's number of books.
 ALL_BOOKS = 1_000_000
 # A filter listing book ids costs Qdrant more per point the more ids it lists (Edge, 1.4M points,
@@ -45,9 +48,17 @@ def document_words(text: str, language: str | None) -> SparseVector:
     return _bm25(language).embed_document(text)
 
 
-def query_words(query: str, languages: Iterable[str | None]) -> SparseVector:
-    """A query's words as the collection's books index them, under each of their languages."""
-    indices = sorted({i for language in set(languages) or {None} for i in _bm25(language).embed_query(query).indices})
+def query_analysis(query: str, languages: Iterable[str | None]) -> dict[str, list[tuple[str, list[int]]]]:
+    """A query's words as the collection's books index them, under each of their languages:
+    {language: [(word, its terms: none for a stop word)]}."""
+    words = _WORD.findall(query)
+    return {language or "english": [(word, list(_bm25(language).embed_query(word).indices)) for word in words]
+            for language in set(languages) or {None}}
+
+
+def query_vector(terms: Iterable[int]) -> SparseVector:
+    """The sparse query of these terms (Qdrant's BM25 weighs them by their IDF)."""
+    indices = sorted(set(terms))
     return SparseVector(indices=indices, values=[1.0] * len(indices))
 
 
