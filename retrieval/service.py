@@ -118,7 +118,8 @@ class Hit(Passage):
     context: list[Neighbour] = Field(description="with expand: the passages before and after, and similar ones")
 
 
-class SearchAnswer(BaseModel):
+class SearchParams(BaseModel):
+    """What was asked: the query and its settings."""
     q: str
     k: int
     book: str | None = None
@@ -127,6 +128,9 @@ class SearchAnswer(BaseModel):
     store: Store
     mode: Mode
     expand: bool
+
+
+class SearchAnswer(SearchParams):
     timings_ms: Timings
     cached_embedding: bool = Field(description="the query's vector came from the service's cache")
     hits: list[Hit]
@@ -139,16 +143,8 @@ class Health(BaseModel):
     state: str = Field(description="which stores this service answers for (a digest of their addresses, no secret)")
 
 
-class SlowQuery(BaseModel):
+class SlowQuery(SearchParams):
     at: str
-    q: str
-    k: int
-    book: str | None
-    author: str | None = None
-    language: str | None = None
-    store: Store
-    mode: Mode
-    expand: bool
     hits: int
     ms: Timings
     cached_embedding: bool

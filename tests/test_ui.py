@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,28 +49,8 @@ def ui(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
     library = root / "library"
     shutil.copytree(SAMPLE_LIBRARY_DIR, library)
-    env = {**os.environ, "CORPUS_STATE_DIR": str(root / "state"), "CORPUS_LIBRARY_DIR": str(library), "COLUMNS": "200"}
-    corpus = str(Path(sys.executable).with_name("corpus"))
-    ingest = subprocess.run([corpus, "ingest"], env=env, capture_output=True, text=True, timeout=900)
-    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (root / "dev.log").open("w")
-    dev = subprocess.Popen([corpus, "dev", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                           start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(lambda: _responds(f"{url}/server_info"), 180, "the Dagster UI to start")
+    with _ingested_and_served(root, library, "dev", "/server_info") as url:
         yield url, library
-    finally:
-        os.killpg(dev.pid, signal.SIGTERM)
-        dev.wait(60)
-        # The CLI leaves the state's embedded servers running for other processes: stopped here.
-        falkordb_server.stop_server(root / "state" / "falkordb")
-        postmaster = root / "state" / "postgres" / "postmaster.pid"
-        if postmaster.exists():
-            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
 
 
 @pytest.fixture(scope="module")
@@ -224,26 +206,8 @@ def search_pages(tmp_path_factory):
     (library / "hostile.txt").write_text(
         f"Title: {HOSTILE}\nAuthor: A. Hostile\n\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\n\n"
         + "A lighthouse keeper wrote <b>bold</b> words in his log every night. " * 80 + "\n", encoding="utf-8")
-    env = {**os.environ, "CORPUS_STATE_DIR": str(root / "state"), "CORPUS_LIBRARY_DIR": str(library)}
-    corpus = str(Path(sys.executable).with_name("corpus"))
-    ingest = subprocess.run([corpus, "ingest"], env=env, capture_output=True, text=True, timeout=900)
-    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = (root / "serve.log").open("w")
-    serve = subprocess.Popen([corpus, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for(lambda: _responds(f"{url}/health"), 180, "corpus serve to start")
+    with _ingested_and_served(root, library, "serve", "/health") as url:
         yield url
-    finally:
-        serve.terminate()
-        serve.wait(60)
-        falkordb_server.stop_server(root / "state" / "falkordb")
-        postmaster = root / "state" / "postgres" / "postmaster.pid"
-        if postmaster.exists():
-            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
 
 
 def test_a_reader_searches_reads_in_context_and_follows_a_similar_passage(search_pages, browser):
@@ -309,6 +273,34 @@ def wait_text(browser, text: str, seconds: float = 30) -> bool:
             return True
         time.sleep(1)
     return False
+
+
+@contextmanager
+def _ingested_and_served(root: Path, library: Path, command: str, ready: str) -> Iterator[str]:
+    """`corpus ingest` of `library` into root/state, then `corpus <command>` (dev, serve) on a free
+    port: its address while it runs; the state's embedded servers, which the CLI leaves running for
+    other processes, stopped after."""
+    env = {**os.environ, "CORPUS_STATE_DIR": str(root / "state"), "CORPUS_LIBRARY_DIR": str(library), "COLUMNS": "200"}
+    corpus = str(Path(sys.executable).with_name("corpus"))
+    ingest = subprocess.run([corpus, "ingest"], env=env, capture_output=True, text=True, timeout=900)
+    assert ingest.returncode == 0, ingest.stdout + ingest.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (root / f"{command}.log").open("w")
+    server = subprocess.Popen([corpus, command, "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for(lambda: _responds(f"{url}{ready}"), 180, f"corpus {command} to start")
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+        falkordb_server.stop_server(root / "state" / "falkordb")
+        postmaster = root / "state" / "postgres" / "postmaster.pid"
+        if postmaster.exists():
+            os.kill(int(postmaster.read_text().split()[0]), signal.SIGINT)
 
 
 def _graphql(url: str, query: str) -> dict:
