@@ -27,7 +27,8 @@ dev: setup
 test: setup
 	$(BIN)/pytest -q --durations=15
 
-# The benchmark-like tests `make test` leaves out (a 50 MB book through the pipeline, ~2 min).
+# The benchmark-like tests `make test` leaves out (a 50 MB book through the pipeline, four ingest processes
+# at once on the same stores; ~4 min).
 test-slow: setup
 	$(BIN)/pytest -q -m slow
 

@@ -177,6 +177,7 @@ def test_the_embedded_graph_server_killed_by_sigkill_restarts_and_keeps_its_grap
     assert falkordb_server._answers(folder / falkordb_server.SOCKET_NAME)
 
 
+@pytest.mark.slow  # ~90 s on 2 cores (four processes, each loading torch and the model): `make test-slow`
 def test_four_ingest_processes_at_once_on_the_same_stores_converge(tmp_path, database_url, monkeypatch, opened):
     """Four `corpus ingest` processes, one book each, all started together on one state folder."""
     library = tmp_path / "library"

@@ -474,7 +474,7 @@ def test_the_pages_readers_use_and_an_openapi_schema_that_matches_the_answers(st
             stop_words = client.get("/search", params={"q": "in by the of and", "store": store, "mode": "keyword"})
             assert stop_words.json()["hits"] == [], (store, stop_words.json()["hits"][:1])
         nothing = client.get("/", params={"q": "in by the of and", "mode": "keyword"}).text
-        assert "No passage found. Keyword search skips a language&#39;s stop words" in nothing
+        assert "No passage found. Keyword search skips a language's stop words" in nothing
         book = client.get(f"/books/{ALICE}").text
         assert "CHAPTER I. Down the Rabbit-Hole" in book and f'/books/{ALICE}/chapters/' in book
         chapter_link = re.search(rf'href="(/books/{ALICE}/chapters/\d+)"', book).group(1)
