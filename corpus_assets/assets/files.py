@@ -8,6 +8,7 @@ changed (`file_observations`); "Observe" on `book_files` in the UI records every
 """
 
 import warnings
+from contextlib import contextmanager
 
 from dagster import AssetObservation, BetaWarning, DataVersion, DataVersionsByPartition, observable_source_asset
 
@@ -20,19 +21,24 @@ from corpus_assets.partitions import books_partitions
 _DATA_VERSION_TAG = "dagster/data_version"
 
 
+@contextmanager
+def _accepting_beta():
+    """Observable source assets and DataVersionsByPartition are beta in Dagster 1.13 and exactly what a
+    file's version needs: the warning is accepted here, where they are made, and only here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=BetaWarning)
+        yield
+
+
 def observe_book_files(context) -> DataVersionsByPartition:
     registered = set(context.instance.get_dynamic_partitions(books_partitions.name))
     with context.resources.postgres.db() as db:
         scan = hash_files(context.resources.library.listing(), db, only=registered)
-    with warnings.catch_warnings():  # beta in Dagster 1.13, as the asset itself (below): accepted here
-        warnings.filterwarnings("ignore", message=".*DataVersionsByPartition.*", category=BetaWarning)
+    with _accepting_beta():
         return DataVersionsByPartition({book_id: DataVersion(sha) for book_id, sha in scan.current.items()})
 
 
-# Observable source assets are beta in Dagster 1.13 and exactly what a file's version needs: accepted
-# here, for this definition only.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", category=BetaWarning)
+with _accepting_beta():
     book_files = observable_source_asset(
         name="book_files",
         partitions_def=books_partitions,
