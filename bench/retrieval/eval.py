@@ -19,6 +19,7 @@ bench/results/retrieval.json (`test_queries`, `test`).
 """
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -211,10 +212,16 @@ def _by(rows: list[tuple[dict, int | None, bool]]) -> dict:
 
 
 def _english(book: str) -> bool:
+    return _wide_languages().get(book, "English") == "English"
+
+
+@functools.cache
+def _wide_languages() -> dict[str, str]:
+    """The language of each book of ../shared/corpus/wide (the other folders hold English books only),
+    read once."""
     manifest = PROJECT.parent / "shared" / "corpus" / "wide" / "MANIFEST.tsv"
-    languages = {line.split("\t")[0].removesuffix(".txt"): line.split("\t")[4]
-                 for line in manifest.read_text().splitlines()[1:]} if manifest.exists() else {}
-    return languages.get(book, "English") == "English"
+    return {line.split("\t")[0].removesuffix(".txt"): line.split("\t")[4]
+            for line in manifest.read_text().splitlines()[1:]} if manifest.exists() else {}
 
 
 def markdown(r: dict) -> str:
