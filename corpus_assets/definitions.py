@@ -34,10 +34,12 @@ from schedules.upkeep import (
     check_all_books,
     library_upkeep,
     maintain_postgres,
+    merge_qdrant,
     nightly_checks,
     nightly_library_report,
     report_library,
     weekly_postgres_maintenance,
+    weekly_qdrant_merge,
 )
 from sensors.library_sensor import library_sensor
 
@@ -70,9 +72,9 @@ defs = Definitions(
             similar_chunks, library_report],
     asset_checks=book_checks,
     jobs=[ingest_books, register_books_job, remove_books, repair_stores, check_all_books, report_library,
-          maintain_postgres, migrate_corpus_db],
+          maintain_postgres, merge_qdrant, migrate_corpus_db],
     sensors=[library_sensor, library_upkeep],
-    schedules=[nightly_checks, nightly_library_report, weekly_postgres_maintenance],
+    schedules=[nightly_checks, nightly_library_report, weekly_postgres_maintenance, weekly_qdrant_merge],
     resources={
         "io_manager": BookArtifactIOManager(),
         "library": BookLibrary(),

@@ -1,5 +1,6 @@
-"""Upkeep: nightly index-health checks over every book and the library report, weekly Postgres maintenance;
-the library report again after ingests (its automation condition, evaluated by `library_upkeep`)."""
+"""Upkeep: nightly index-health checks over every book and the library report, weekly Postgres maintenance
+and Qdrant segment merge; the library report again after ingests (its automation condition, evaluated by
+`library_upkeep`)."""
 
 from dagster import (
     AssetSelection,
@@ -19,8 +20,9 @@ from dagster import (
 from corpus_assets.assets.report import library_report
 from corpus_assets.batches import partition_ranges, range_tags
 from corpus_assets.checks import book_checks
-from corpus_assets.partitions import books_partitions
+from corpus_assets.partitions import QDRANT_POOL, books_partitions
 from resources.postgres import PostgresResource
+from resources.qdrant import QdrantResource
 
 # Checks are cheap next to ingest (a few queries per book), so a run covers many books.
 BOOKS_PER_CHECK_RUN = 500
@@ -81,4 +83,27 @@ def maintain_postgres():
 
 @schedule(job=maintain_postgres, cron_schedule="0 4 * * 0", default_status=DefaultScheduleStatus.RUNNING)
 def weekly_postgres_maintenance(context: ScheduleEvaluationContext):
+    return RunRequest()
+
+
+@op(pool=QDRANT_POOL)  # ingest's Qdrant writes wait while the copy is merged: none is lost in the swap
+def merge_qdrant_segments(context: OpExecutionContext, qdrant: QdrantResource) -> None:
+    """Merge the Qdrant collection's segments into a few large ones: a search walks one HNSW graph per
+    segment. A copy is merged while searches go on, then swapped in."""
+    merge = qdrant.merge_segments()
+    (context.log.warning if merge.went_wrong else context.log.info)(f"Qdrant segment merge: {merge.outcome}")
+    context.add_output_metadata({
+        "outcome": merge.outcome, "segments before": merge.segments_before, "segments after": merge.segments_after,
+        "points": merge.points, "seconds": merge.seconds,
+    })
+
+
+@job(description="Merge the Qdrant collection's segments (a copy merged while searches go on, then swapped in).")
+def merge_qdrant():
+    merge_qdrant_segments()
+
+
+@schedule(job=merge_qdrant, cron_schedule="30 4 * * 0", default_status=DefaultScheduleStatus.RUNNING)
+def weekly_qdrant_merge(context: ScheduleEvaluationContext):
+    """Sundays after the Postgres maintenance; a shard of few segments is left as it is."""
     return RunRequest()

@@ -16,8 +16,10 @@ import qdrant_edge as edge
 from resources.errors import SchemaOutOfDate, StoreUnavailable
 from resources.qdrant import QdrantEdgeResource
 from resources.qdrant import collection as qdrant_collection
+from resources.qdrant import edge as edge_module
 from resources.qdrant.collection import SPARSE_VECTOR, document_words, payload, point_id
 from resources.qdrant.edge import FULL_SCAN_THRESHOLD, MAX_SEGMENT_KB, SEGMENTS, EdgeCollection
+from schedules.upkeep import merge_qdrant
 
 DIMENSION = 384
 
@@ -197,3 +199,102 @@ def test_a_shard_held_longer_than_its_patience_is_a_store_unavailable_not_a_trac
         with pytest.raises(StoreUnavailable, match="held by another process"):
             with EdgeCollection(qdrant.folder(), qdrant.hnsw_ef_construct, qdrant.hnsw_ef, patience=0.5):
                 pass
+
+
+def _segments(qdrant: QdrantEdgeResource) -> int:
+    shard = edge.EdgeShard.load(str(qdrant.folder()))
+    try:
+        return shard.info().segments_count
+    finally:
+        shard.close()
+
+
+def _left_beside(qdrant: QdrantEdgeResource) -> list[Path]:
+    """A merge's copy or replaced shard left beside the shard."""
+    return [path for name in (".chunks.merging", ".chunks.replaced") if (path := qdrant.folder().parent / name).exists()]
+
+
+def test_an_upkeep_merge_swaps_in_a_merged_copy_while_a_reader_keeps_searching(qdrant: QdrantEdgeResource, monkeypatch):
+    """The shard's segments are merged in a copy while `corpus serve`'s reader goes on searching the shard,
+    then the copy takes its place: same points, same answers, few segments; later writes land in it."""
+    monkeypatch.setattr(edge_module, "INDEXING_THRESHOLD_KB", 100)  # a small shard built of many segments
+    monkeypatch.setattr(edge_module, "MAX_SEGMENT_KB", 300)
+    books = {f"book{n}": (_chunks(f"book{n}", 500), _vectors(500, 10 + n)) for n in range(8)}
+    for chunks, vectors in books.values():  # one ingest step per book, each closing (and optimizing) the shard
+        with qdrant.open() as collection:
+            collection.ensure_collection(DIMENSION)
+            collection.upsert(chunks, vectors, "English")
+    before = _segments(qdrant)
+    assert before > edge_module.MERGE_ABOVE_SEGMENTS
+    probe_chunks, probe_vectors = books["book3"]
+
+    answers, busy, stop = [], [], threading.Event()
+    with qdrant.shared_reads() as reads:
+        def read() -> None:
+            while not stop.is_set():
+                try:
+                    with reads.open() as collection:
+                        answers.append((time.monotonic(), collection.search(probe_vectors[7], limit=1)[0].chunk_id))
+                except StoreUnavailable:  # the moments the merge holds the shard
+                    busy.append(1)
+                time.sleep(0.01)
+
+        with reads.open():
+            pass
+        reader = threading.Thread(target=read)
+        reader.start()
+        started = time.monotonic()
+        run = merge_qdrant.execute_in_process(resources={"qdrant": qdrant})  # the weekly upkeep job
+        ended = time.monotonic()
+        stop.set()
+        reader.join()
+
+    (output,) = [event for event in run.all_events if event.is_successful_output]
+    merge = {key: value.value for key, value in output.step_output_data.metadata.items()}
+    assert (merge["outcome"], merge["segments before"], merge["points"]) == ("merged", before, 4_000)
+    assert merge["segments after"] <= edge_module.MERGED_SEGMENTS < before
+    # Refused only while the merge held the shard (reading its state, then the swap), answered while the
+    # copy was merged, and always right.
+    assert {chunk_id for _, chunk_id in answers} == {probe_chunks[7].id} and len(busy) < len(answers)
+    assert any(started + (ended - started) / 4 < at < ended - (ended - started) / 4 for at, _ in answers)
+    assert _segments(qdrant) == merge["segments after"]
+    assert not _left_beside(qdrant)
+    with qdrant.open() as collection:
+        assert collection.chunk_ids_per_book(sorted(books)) == {book: {c.id for c in chunks}
+                                                             for book, (chunks, _) in books.items()}
+        collection.upsert(_chunks("later", 500), _vectors(500, 99), "English")  # an ingest after the merge
+        assert collection.search(probe_vectors[7], limit=1)[0].chunk_id == probe_chunks[7].id
+    assert _segments(qdrant) <= edge_module.MERGED_SEGMENTS + 2  # the merged segments are not split again
+    assert qdrant.merge_segments().outcome == "not needed"
+
+
+def test_a_merge_whose_shard_is_written_meanwhile_keeps_the_shard_and_its_write(qdrant: QdrantEdgeResource, monkeypatch):
+    monkeypatch.setattr(edge_module, "INDEXING_THRESHOLD_KB", 100)
+    monkeypatch.setattr(edge_module, "MAX_SEGMENT_KB", 300)
+    for n in range(8):
+        with qdrant.open() as collection:
+            collection.ensure_collection(DIMENSION)
+            collection.upsert(_chunks(f"book{n}", 500), _vectors(500, n), "English")
+    before = _segments(qdrant)
+    load = edge.EdgeShard.load
+
+    class MergedWhileWritten:  # the copy being merged, while a writer that ignores the pool writes the shard
+        def __init__(self, shard):
+            self._shard = shard
+
+        def optimize(self):
+            with qdrant.open() as collection:
+                collection.upsert(_chunks("written-meanwhile", 5), _vectors(5, 50), "English")
+            return self._shard.optimize()
+
+        def __getattr__(self, name):
+            return getattr(self._shard, name)
+
+    monkeypatch.setattr(edge_module, "EdgeShard", SimpleNamespace(
+        create=edge.EdgeShard.create,
+        load=lambda path, config=None: (MergedWhileWritten if ".merging" in path else lambda shard: shard)(load(path, config))))
+    merge = qdrant.merge_segments()
+    assert merge.outcome == "abandoned: the shard was written while it was merged" and merge.went_wrong
+    with qdrant.open() as collection:
+        assert collection.points_per_book(["written-meanwhile", "book0"]) == {"written-meanwhile": 5, "book0": 500}
+    assert _segments(qdrant) >= before - 1 and not _left_beside(qdrant)

@@ -1,10 +1,12 @@
 """Run one stage over every book of a (possibly batched) run, isolating each book's errors."""
 
-from collections.abc import Callable, Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from dagster import AssetExecutionContext, Backoff, Failure, Jitter, MetadataValue, RetryPolicy
+from dagster import AssetExecutionContext, Backoff, DagsterInstance, Failure, Jitter, MetadataValue, RetryPolicy
 
 from corpus_assets.batches import BOOKS_TAG, books_tag
 from corpus_assets.books.errors import FAILURES_KEY, BookError
@@ -32,6 +34,30 @@ STORE_RETRY = RetryPolicy(
     backoff=Backoff.EXPONENTIAL,
     jitter=Jitter.PLUS_MINUS,
 )
+
+
+@contextmanager
+def _partition_keys_read_once(instance: DagsterInstance) -> Iterator[None]:
+    """The library's partition keys read once while a step records its books' metadata.
+
+    Dagster 1.13's `add_asset_metadata(partition_key=...)` checks each key against the step's range:
+    two `has_dynamic_partition` queries (each on a new Postgres connection in a run worker) and a read
+    of every partition key of the library, once per call. Per book, 30 ms at 300 books registered and
+    47 at 9,000: a stage's cost per book grew with the library (bench/dagster_overhead.py). No public
+    API records a partition's metadata without those reads, so the instance's answers are kept for the
+    loop: this step's thread alone uses the instance meanwhile, and a step of books adds or deletes no
+    partition.
+    """
+    for name in _PARTITION_READS:
+        setattr(instance, name, functools.cache(getattr(instance, name)))
+    try:
+        yield
+    finally:
+        for name in _PARTITION_READS:
+            delattr(instance, name)  # the class's own method again
+
+
+_PARTITION_READS = ("get_dynamic_partitions", "has_dynamic_partition")
 
 
 def for_each_book(
@@ -72,16 +98,17 @@ def for_each_book(
         with ThreadPoolExecutor(workers, thread_name_prefix=stage) as executor:
             outcomes = list(executor.map(attempt, book_ids))
     else:
-        outcomes = map(attempt, book_ids)
-    for book_id, outcome, problem, retry, transient in outcomes:
-        if problem is None:
-            results[book_id], metadata = outcome
-            context.add_asset_metadata(dict(metadata), partition_key=book_id)
-        else:
-            context.log.error(f"book {book_id!r}: {stage} failed: {problem}")
-            problems[book_id] = problem
-            retryable[book_id] = retry
-            outage[book_id] = transient
+        outcomes = list(map(attempt, book_ids))
+    with _partition_keys_read_once(context.instance):
+        for book_id, outcome, problem, retry, transient in outcomes:
+            if problem is None:
+                results[book_id], metadata = outcome
+                context.add_asset_metadata(dict(metadata), partition_key=book_id)
+            else:
+                context.log.error(f"book {book_id!r}: {stage} failed: {problem}")
+                problems[book_id] = problem
+                retryable[book_id] = retry
+                outage[book_id] = transient
     if problems:
         listing = "; ".join(f"{book}: {problem}" for book, problem in problems.items())
         rows = "\n".join(f"| {book} | {md_cell(problem, 300)} |" for book, problem in problems.items())

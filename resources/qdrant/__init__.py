@@ -22,11 +22,12 @@ from qdrant_client.http.exceptions import ApiException, ResponseHandlingExceptio
 from resources import settings
 from resources.errors import reaching
 from resources.qdrant.client import ClientCollection
-from resources.qdrant.collection import QdrantCollection
+from resources.qdrant.collection import QdrantCollection, SegmentMerge
 from resources.qdrant.edge import (
     EdgeCollection,
     SharedReads,
     lacks_keyword_vectors,
+    merge_segments,
     segments_with_keyword_index_in_ram,
 )
 
@@ -58,6 +59,10 @@ class QdrantResource(ConfigurableResource):
 
     def apply_settings(self) -> int:
         """Rebuild the parts `segments_behind_settings` counts; how many are still behind afterwards."""
+        raise NotImplementedError
+
+    def merge_segments(self) -> SegmentMerge:
+        """Merge the collection's segments (upkeep: searches walk one HNSW graph per segment)."""
         raise NotImplementedError
 
 
@@ -97,6 +102,9 @@ class QdrantServerResource(QdrantResource):
 
     def apply_settings(self) -> int:
         return 0
+
+    def merge_segments(self) -> SegmentMerge:
+        return SegmentMerge("not needed: a Qdrant server merges its segments itself", 0, 0, 0, 0.0)
 
 
 class QdrantEdgeResource(QdrantResource):
@@ -151,3 +159,7 @@ class QdrantEdgeResource(QdrantResource):
             with self.open() as collection:
                 collection.optimize_on_close()
         return self.segments_behind_settings()
+
+    def merge_segments(self) -> SegmentMerge:
+        """A copy of the shard merged, then swapped in: readers keep searching meanwhile (`edge.merge_segments`)."""
+        return merge_segments(self.folder(), self.hnsw_ef_construct)

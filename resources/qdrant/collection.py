@@ -93,6 +93,21 @@ def payload(chunk: ChunkLike) -> dict:
 
 
 @dataclass(frozen=True)
+class SegmentMerge:
+    """What an upkeep merge of the collection's segments did (`QdrantResource.merge_segments`)."""
+
+    outcome: str  # "merged", "not needed", "no shard", or what went wrong
+    segments_before: int
+    segments_after: int
+    points: int
+    seconds: float
+
+    @property
+    def went_wrong(self) -> bool:
+        return not self.outcome.startswith(("merged", "not needed", "no shard"))
+
+
+@dataclass(frozen=True)
 class PointHit:
     chunk_id: str
     book_id: str
