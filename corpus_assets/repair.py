@@ -21,7 +21,7 @@ from resources.qdrant import QdrantResource
 from resources.qdrant.collection import QdrantCollection
 
 
-QDRANT, GRAPH = "qdrant", "graph"
+QDRANT, GRAPH = sync.QDRANT, sync.GRAPH
 
 
 def resync_book(book_id: str, postgres: PostgresResource, collection: QdrantCollection, session: BookGraph,
@@ -33,21 +33,16 @@ def resync_book(book_id: str, postgres: PostgresResource, collection: QdrantColl
     model = stored.models.pop() if len(stored.models) == 1 else "mixed"
     version = sync.book_version(book, chunks, model)
     counts = {}
-    if QDRANT in stores:
-        stale_points = 0
-        if chunks:
-            collection.upsert(chunks, stored.vectors, book.language)
-            stale_points = collection.delete_book_except(book_id, [c.id for c in chunks])
-        with postgres.db() as db:
-            db.record_sync(book_id, QDRANT, version)
-        counts |= {"points": len(chunks), "stale points deleted": stale_points}
+    with postgres.db() as db:
+        if QDRANT in stores:
+            stale_points = sync.QdrantCopy(collection, db).write(book_id, book, chunks, stored.vectors, version)
+            counts |= {"points": len(chunks), "stale points deleted": stale_points}
+        if GRAPH in stores:
+            written = sync.GraphCopy(session, db).write(book_id, book, chunks, version)
+            counts |= {"graph chunks": written["chunks"], "stale graph chunks deleted": written["stale chunks deleted"]}
     if GRAPH in stores:
-        written = session.replace_book(book_id, book.title, book.author, book.language, book.sections, chunks)
-        with postgres.db() as db:
-            db.record_sync(book_id, GRAPH, version)
         edges, _ = relink_similar(session, postgres, book_id, similar.top_k, similar.min_score)
-        counts |= {"graph chunks": written["chunks"], "stale graph chunks deleted": written["stale chunks deleted"],
-                   "similar edges": edges}
+        counts["similar edges"] = edges
     return counts
 
 

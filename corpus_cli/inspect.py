@@ -4,9 +4,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from corpus_assets.assets.raw import RawBook, read_book_file
+from corpus_assets.assets.raw import read_book_file
+from corpus_assets.books.book import BookText, RawBook, clean_book
 from corpus_assets.books.safe_text import printable
-from corpus_assets.assets.text import BookText, clean_book
 from resources.library import BookLibrary
 
 

@@ -12,12 +12,12 @@ from dagster import AssetExecutionContext, MetadataValue
 
 from corpus_assets.assets._per_book import STORE_RETRY, for_each_book
 from corpus_assets.books.safe_text import md_cell
-from corpus_assets.assets.text import BookText
+from corpus_assets.books.book import BookText
 from corpus_assets.books.chunking import CHUNKER_VERSION, OVERLAP, Chunk, chunk_book_timed
 from corpus_assets.books.errors import BookError
 from corpus_assets.books.structure import BODY, Section
 from corpus_assets.partitions import book_asset
-from corpus_assets.sync import fingerprint
+from corpus_assets.sync import CHUNKS, fingerprint
 from resources import settings
 from resources.embedding import EmbeddingModel, token_counter
 from resources.postgres import PostgresResource
@@ -41,7 +41,7 @@ def chunking_inputs(book: BookText, embedding_model: EmbeddingModel) -> str:
 
 def stored_chunks(db: CorpusDB, book_id: str, inputs: str) -> list[Chunk] | None:
     """The book's chunks as Postgres holds them, if they were made from these exact inputs and all are there."""
-    if db.synced_version(book_id, "chunks") != inputs:
+    if db.synced_version(book_id, CHUNKS) != inputs:
         return None
     expected = db.chunk_counts([book_id]).get(book_id)
     chunks = db.book_chunks(book_id)

@@ -10,7 +10,7 @@ from dagster import AssetExecutionContext
 from corpus_assets import sync
 from corpus_assets.assets._per_book import POSTGRES_WORKERS, STORE_RETRY, for_each_book
 from corpus_assets.assets.embeddings import BookEmbeddings
-from corpus_assets.assets.text import BookText
+from corpus_assets.books.book import BookText
 from corpus_assets.books.chunking import Chunk
 from corpus_assets.partitions import book_asset
 from resources.graph import GraphResource, backend_kind
@@ -37,22 +37,14 @@ def book_graph(
 ) -> None:
     """Book → chapters → chunks, chunks PART_OF their book and linked by NEXT in reading order."""
     with graph.session() as session, postgres.db() as db:
+        copy = sync.GraphCopy(session, db)
 
         def write(book_id: str) -> tuple[None, dict]:
             started = time.perf_counter()
             book, chunks = book_text[book_id], book_chunks[book_id]
             version = sync.book_version(book, chunks, chunk_embeddings[book_id].model)
-            unchanged = (
-                not config.rewrite
-                and db.synced_version(book_id, "graph") == version
-                and session.chunk_count(book_id) == len(chunks)
-            )
-            counts = {"chunks": len(chunks)}
-            if not unchanged:
-                counts = session.replace_book(book_id, book.title, book.author, book.language, book.sections, chunks)
-                db.record_sync(book_id, "graph", version)
-                # A rewritten graph may have lost the book's SIMILAR edges (a wiped or drifted store).
-                db.forget_sync(book_id, "similar")
+            unchanged = not config.rewrite and copy.is_current(book_id, len(chunks), version)
+            counts = copy.write(book_id, book, chunks, version) if not unchanged else {"chunks": len(chunks)}
             return None, {**counts, "unchanged (not rewritten)": unchanged, "backend": session.backend,
                           "seconds": round(time.perf_counter() - started, 2)}
 
@@ -66,7 +58,7 @@ class SimilarChunksConfig(sync.StoreWriteConfig):
 
 def similar_version(db: CorpusDB, book_id: str, top_k: int, min_score: float) -> str:
     """The fingerprint of a book's SIMILAR edges: its version in Postgres and the search settings."""
-    return sync.fingerprint(db.synced_version(book_id, "pgvector"), top_k, min_score)
+    return sync.fingerprint(db.synced_version(book_id, sync.PGVECTOR), top_k, min_score)
 
 
 def relink_similar(session: BookGraph, postgres: PostgresResource, book_id: str, top_k: int,
@@ -82,7 +74,7 @@ def relink_similar(session: BookGraph, postgres: PostgresResource, book_id: str,
     with postgres.db() as db:
         edges = session.replace_similar(book_id, db.similar_pairs(book_id, top_k, min_score, BATCH))
     with postgres.db() as db:
-        db.record_sync(book_id, "similar", version)
+        db.record_sync(book_id, sync.SIMILAR, version)
     return edges
 
 
@@ -103,7 +95,7 @@ def similar_chunks(
             # would cost a full pass over the corpus per edit. Edges to a removed chunk go with its
             # node; edges from other books to the book's new chunks come when those books are rewritten.
             version = similar_version(db, book_id, config.top_k, config.min_score)
-            unchanged = not config.rewrite and db.synced_version(book_id, "similar") == version
+            unchanged = not config.rewrite and db.synced_version(book_id, sync.SIMILAR) == version
         if unchanged:  # the edges as they stand, so the latest materialization still says how many
             with graph.session() as session:
                 edges, _ = session.similar_edges(book_id)

@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext
 from corpus_assets import sync
 from corpus_assets.assets._per_book import STORE_RETRY, for_each_book
 from corpus_assets.assets.embeddings import BookEmbeddings
-from corpus_assets.assets.text import BookText
+from corpus_assets.books.book import BookText
 from corpus_assets.books.chunking import Chunk
 from corpus_assets.partitions import QDRANT_POOL, book_asset
 from resources.postgres import PostgresResource
@@ -39,23 +39,17 @@ def qdrant_points(
         # Before any write; a book's count only changes when that book is written.
         points_before = collection.points_per_book(context.partition_keys)
 
+        copy = sync.QdrantCopy(collection, db)
+
         def write(book_id: str) -> tuple[None, dict]:
             started = time.perf_counter()
-            chunks, embeddings = book_chunks[book_id], chunk_embeddings[book_id]
+            book, chunks, embeddings = book_text[book_id], book_chunks[book_id], chunk_embeddings[book_id]
             embeddings.require_match(chunks)
-            version = sync.book_version(book_text[book_id], chunks, embeddings.model)
-            unchanged = (
-                not config.rewrite
-                and db.synced_version(book_id, "qdrant") == version
-                and points_before[book_id] == len(chunks)
-            )
+            version = sync.book_version(book, chunks, embeddings.model)
+            unchanged = not config.rewrite and copy.is_current(book_id, len(chunks), points_before[book_id], version)
             stale = 0
-            if not unchanged:
-                collection.upsert(chunks, embeddings.vectors, book_text[book_id].language)
-                # A book that had no points has no stale ones to look for.
-                if points_before[book_id]:
-                    stale = collection.delete_book_except(book_id, [c.id for c in chunks])
-                db.record_sync(book_id, "qdrant", version)
+            if not unchanged:  # a book that had no points has no stale ones to look for
+                stale = copy.write(book_id, book, chunks, embeddings.vectors, version, points_before[book_id] > 0)
             seconds = time.perf_counter() - started
             metadata = {
                 "points": len(chunks),

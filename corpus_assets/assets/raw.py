@@ -3,29 +3,19 @@
 import hashlib
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from dagster import AssetExecutionContext, MetadataValue
 
 from corpus_assets.assets._per_book import for_each_book
 from corpus_assets.assets.files import book_files
+from corpus_assets.books.book import RawBook
 from corpus_assets.books.errors import BookError
 from corpus_assets.books.library import inside
 from corpus_assets.books.safe_text import printable
 from corpus_assets.partitions import book_asset
 from resources.library import BookLibrary
 from resources.settings import MAX_BOOK_MB_ENV
-
-
-@dataclass(frozen=True)
-class RawBook:
-    """A snapshot of the file's bytes: later stages never see a file that changed under them."""
-
-    book_id: str
-    source_file: str
-    data: bytes
-    sha256: str
 
 
 @book_asset(

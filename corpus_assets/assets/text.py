@@ -1,62 +1,12 @@
 """Stage 2: decoded, cleaned text with its metadata and chapter sections."""
 
-from dataclasses import dataclass
-
 from dagster import AssetExecutionContext, MetadataValue
 
 from corpus_assets.assets._per_book import for_each_book
+from corpus_assets.books.book import BookText, RawBook, clean_book
 from corpus_assets.books.safe_text import md_cell
-from corpus_assets.assets.raw import RawBook
-from corpus_assets.books.structure import BODY, STRUCTURE_VERSION, Section, split_sections, structure_doubts
-from corpus_assets.books.decode import decode_book
-from corpus_assets.books.errors import BookError
-from corpus_assets.books.gutenberg import split_gutenberg
+from corpus_assets.books.structure import BODY, STRUCTURE_VERSION
 from corpus_assets.partitions import book_asset
-
-
-@dataclass(frozen=True)
-class BookText:
-    book_id: str
-    title: str
-    subtitle: str | None
-    author: str | None
-    language: str | None
-    encoding: str
-    has_gutenberg_markers: bool
-    text: str
-    sections: list[Section]
-    source_file: str
-    content_sha256: str
-    bytes: int
-    works: int = 1  # books joined in the file, each between its own Gutenberg markers: all kept
-    after_end: int = 0  # characters after the last end marker, not kept (the licence, usually)
-    doubts: tuple[str, ...] = ()  # why its sections may be wrong (`structure_doubts`)
-
-
-def clean_book(raw: RawBook) -> BookText:
-    decoded = decode_book(raw.data)
-    parts = split_gutenberg(decoded.text)
-    if not parts.body.strip():
-        raise BookError("no text between the Project Gutenberg start and end markers")
-    title = parts.title or raw.source_file.rsplit("/", 1)[-1].removesuffix(".txt")
-    sections = split_sections(parts.body, title, parts.author)
-    return BookText(
-        book_id=raw.book_id,
-        title=title,
-        subtitle=parts.subtitle,
-        author=parts.author,
-        language=parts.language,
-        encoding=decoded.encoding,
-        has_gutenberg_markers=parts.has_markers,
-        text=parts.body,
-        sections=sections,
-        source_file=raw.source_file,
-        content_sha256=raw.sha256,
-        bytes=len(raw.data),
-        works=parts.works,
-        after_end=parts.after_end,
-        doubts=tuple(structure_doubts(parts.body, sections)),
-    )
 
 
 @book_asset(
