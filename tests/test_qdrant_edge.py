@@ -267,6 +267,12 @@ def test_an_upkeep_merge_swaps_in_a_merged_copy_while_a_reader_keeps_searching(q
     assert _segments(qdrant) <= edge_module.MERGED_SEGMENTS + 2  # the merged segments are not split again
     assert qdrant.merge_segments().outcome == "not needed"
 
+    # A merge killed between its two renames: the shard beside, none in place. The next opener puts it back.
+    qdrant.folder().rename(qdrant.folder().parent / ".chunks.replaced")
+    with qdrant.open() as collection:
+        assert collection.points_per_book(["book3", "later"]) == {"book3": 500, "later": 500}
+    assert not _left_beside(qdrant)
+
 
 def test_a_merge_whose_shard_is_written_meanwhile_keeps_the_shard_and_its_write(qdrant: QdrantEdgeResource, monkeypatch):
     monkeypatch.setattr(edge_module, "INDEXING_THRESHOLD_KB", 100)

@@ -145,6 +145,7 @@ class EdgeCollection:
         self._written = False
 
     def __enter__(self) -> "EdgeCollection":
+        _undo_cut_swap(self._folder)
         config_file = self._folder / _CONFIG_FILE
         if lacks_keyword_vectors(self._folder):
             raise SchemaOutOfDate(f"the Qdrant Edge shard in {self._folder} predates keyword search (no bm25 vectors): "
@@ -284,6 +285,22 @@ def _versions(shard: EdgeShard) -> dict[str, int]:
     return {segment: entry["segment_version"] for segment, entry in shard.snapshot_manifest().items()}
 
 
+def _merging(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.merging"
+
+
+def _replaced(folder: Path) -> Path:
+    return folder.parent / f".{folder.name}.replaced"
+
+
+def _undo_cut_swap(folder: Path) -> None:
+    """A merge killed between its two renames left no shard in `folder` and the shard as it was beside
+    it: put back (the merged copy is dropped by the next merge)."""
+    if not folder.exists() and _replaced(folder).exists():
+        _replaced(folder).rename(folder)
+        log.warning("the Qdrant shard a merge was swapping out when it stopped is back in %s", folder)
+
+
 def merge_segments(folder: Path, ef_construct: int, patience: float = 600) -> SegmentMerge:
     """Merge the shard's segments into MERGED_SEGMENTS, without keeping readers out while it works.
 
@@ -294,7 +311,8 @@ def merge_segments(folder: Path, ef_construct: int, patience: float = 600) -> Se
     do); a write that came anyway is never lost: the shard it reached is kept beside, and reported.
     """
     started = time.perf_counter()
-    merging, replaced = folder.parent / f".{folder.name}.merging", folder.parent / f".{folder.name}.replaced"
+    merging, replaced = _merging(folder), _replaced(folder)
+    _undo_cut_swap(folder)
     shutil.rmtree(merging, ignore_errors=True)  # a copy left by a merge that was killed
 
     def done(outcome: str, before: int, after: int = 0, points: int = 0) -> SegmentMerge:
