@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from filelock import FileLock
 import qdrant_edge as edge
 
 from resources.errors import SchemaOutOfDate, StoreUnavailable
@@ -282,6 +283,8 @@ def test_a_merge_whose_shard_is_written_meanwhile_keeps_the_shard_and_its_write(
             collection.ensure_collection(DIMENSION)
             collection.upsert(_chunks(f"book{n}", 500), _vectors(500, n), "English")
     before = _segments(qdrant)
+    with FileLock(qdrant.folder().parent / ".chunks.merge.lock"):  # another merge of the shard is running
+        assert qdrant.merge_segments().outcome == "held back: another merge of this shard is running"
     load = edge.EdgeShard.load
 
     class MergedWhileWritten:  # the copy being merged, while a writer that ignores the pool writes the shard

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 from qdrant_edge import (
     CountRequest,
     Distance,
@@ -311,13 +312,30 @@ def merge_segments(folder: Path, ef_construct: int, patience: float = 600) -> Se
     do); a write that came anyway is never lost: the shard it reached is kept beside, and reported.
     """
     started = time.perf_counter()
+    lock = FileLock(folder.parent / f".{folder.name}.merge.lock")
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        return _outcome(started, "held back: another merge of this shard is running", 0)
+    try:
+        return _merge_held(folder, ef_construct, patience, started)
+    finally:
+        lock.release()
+
+
+def _outcome(started: float, outcome: str, before: int, after: int = 0, points: int = 0) -> SegmentMerge:
+    return SegmentMerge(outcome, before, after or before, points, round(time.perf_counter() - started, 1))
+
+
+def _merge_held(folder: Path, ef_construct: int, patience: float, started: float) -> SegmentMerge:
+    """`merge_segments`, by the one merge of the shard running."""
+
+    def done(outcome: str, before: int, after: int = 0, points: int = 0) -> SegmentMerge:
+        return _outcome(started, outcome, before, after, points)
+
     merging, replaced = _merging(folder), _replaced(folder)
     _undo_cut_swap(folder)
     shutil.rmtree(merging, ignore_errors=True)  # a copy left by a merge that was killed
-
-    def done(outcome: str, before: int, after: int = 0, points: int = 0) -> SegmentMerge:
-        return SegmentMerge(outcome, before, after or before, points, round(time.perf_counter() - started, 1))
-
     if not (folder / _CONFIG_FILE).exists():
         return done("no shard", 0)
     if replaced.exists():
