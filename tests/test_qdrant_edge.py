@@ -273,6 +273,9 @@ def test_an_upkeep_merge_swaps_in_a_merged_copy_while_a_reader_keeps_searching(q
     with qdrant.open() as collection:
         assert collection.points_per_book(["book3", "later"]) == {"book3": 500, "later": 500}
     assert not _left_beside(qdrant)
+    # Killed after the swap, while deleting the shard it replaced: the next merge deletes the rest and goes on.
+    (qdrant.folder().parent / ".chunks.replaced" / "segments").mkdir(parents=True)
+    assert qdrant.merge_segments().outcome == "not needed" and not _left_beside(qdrant)
 
 
 def test_a_merge_whose_shard_is_written_meanwhile_keeps_the_shard_and_its_write(qdrant: QdrantEdgeResource, monkeypatch):

@@ -88,14 +88,16 @@ MAX_SEGMENT_KB = 200_000
 SEGMENTS = 8
 # KB of vectors a segment holds before it is given its HNSW index; None: Edge's default.
 INDEXING_THRESHOLD_KB: int | None = None
-# An upkeep merge (`merge_segments`, the `merge_qdrant_segments` job) rebuilds a copy of the shard into
-# this many segments of up to MERGED_SEGMENT_KB, then swaps it in. At 1.4M points the shard as built
-# (12 segments) searched in 12.7 ms p95 at recall 0.90, the merged copy in 2.05 ms at 0.89; the merge
-# took 841 s on 2 cores (bench/qdrant_merge.py). Searches cost about one HNSW walk per segment, so a
-# shard is merged once it holds more than MERGE_ABOVE_SEGMENTS (its searches then cost over twice a
-# merged shard's); smaller ones are left as they are.
+# An upkeep merge (`merge_segments`, the `merge_qdrant` job) rebuilds a copy of the shard into MERGED_SEGMENTS
+# segments of up to MERGED_SEGMENT_KB, then swaps it in. At 1.4M points the shard as built (12 segments)
+# searched in 12.7 ms p95 at recall 0.90, the merged copy in 2.05 ms at 0.89; the merge took 841 s on 2
+# cores (bench/qdrant_merge.py). It pays only there: the optimizer keeps SEGMENTS segments until all are
+# full (~1M points), and a smaller shard's segments are cheap to search, some exactly. At 66,853 real
+# points (5 segments) a merge cut dense recall@10 for 90 text queries at ef 200 from 0.99 to 0.93, some
+# queries finding none of their ten (one HNSW graph of ef_construct 128 where small segments were
+# searched exactly): so a shard is merged only once it holds more than SEGMENTS.
 MERGED_SEGMENTS, MERGED_SEGMENT_KB = 2, 4_000_000
-MERGE_ABOVE_SEGMENTS = 4
+MERGE_ABOVE_SEGMENTS = SEGMENTS
 # Edge's config file in a shard folder: present once the shard was created.
 _CONFIG_FILE = "edge_config.json"
 
@@ -264,7 +266,9 @@ class EdgeCollection:
 
 
 def _edge_config(dimension: int, ef_construct: int, merged: bool = False) -> EdgeConfig:
-    """The shard's settings; `merged`: those an upkeep merge rebuilds a copy under."""
+    """The shard's settings; `merged`: those an upkeep merge rebuilds a copy under. Only the segments'
+    number and size differ: a segment built under other HNSW settings is rebuilt by the next optimize
+    (a merge built with ef_construct 512 was undone by the next write's optimize, 22.9 s at 66k points)."""
     segments, max_segment_kb = (MERGED_SEGMENTS, MERGED_SEGMENT_KB) if merged else (SEGMENTS, MAX_SEGMENT_KB)
     return EdgeConfig(
         vectors=EdgeVectorParams(size=dimension, distance=Distance.Cosine, memory=Memory.Cold),
@@ -292,6 +296,11 @@ def _merging(folder: Path) -> Path:
 
 def _replaced(folder: Path) -> Path:
     return folder.parent / f".{folder.name}.replaced"
+
+
+def _kept(folder: Path) -> Path:
+    """Where a replaced shard that a write reached during the swap is kept, for `corpus repair`."""
+    return folder.parent / f".{folder.name}.written-during-merge"
 
 
 def _undo_cut_swap(folder: Path) -> None:
@@ -333,14 +342,16 @@ def _merge_held(folder: Path, ef_construct: int, patience: float, started: float
     def done(outcome: str, before: int, after: int = 0, points: int = 0) -> SegmentMerge:
         return _outcome(started, outcome, before, after, points)
 
-    merging, replaced = _merging(folder), _replaced(folder)
+    merging, replaced, kept = _merging(folder), _replaced(folder), _kept(folder)
     _undo_cut_swap(folder)
-    shutil.rmtree(merging, ignore_errors=True)  # a copy left by a merge that was killed
+    # Left by a merge that was killed: its copy, or (killed after the swap) the shard it replaced.
+    shutil.rmtree(merging, ignore_errors=True)
+    shutil.rmtree(replaced, ignore_errors=True)
     if not (folder / _CONFIG_FILE).exists():
         return done("no shard", 0)
-    if replaced.exists():
+    if kept.exists():
         return done(f"held back: a shard an earlier merge replaced, kept because a write reached it, is still in "
-                    f"{replaced}: run `corpus repair`, then delete it", 0)
+                    f"{kept}: run `corpus repair`, then delete it", 0)
     config = _edge_config(_dimension(folder), ef_construct)
     with _waiting(folder):  # a long-lived reader hands the shard over for this moment
         shard = _load(folder, config, patience)
@@ -380,8 +391,9 @@ def _merge_held(folder: Path, ef_construct: int, patience: float, started: float
     finally:
         shard.close()
     if written:
-        log.error("a write reached the Qdrant shard while it was being replaced; it is kept in %s", replaced)
-        return done(f"a write reached the shard being replaced (merged; the old shard kept in {replaced}): "
+        replaced.rename(kept)
+        log.error("a write reached the Qdrant shard while it was being replaced; it is kept in %s", kept)
+        return done(f"a write reached the shard being replaced (merged; the old shard kept in {kept}): "
                     "run `corpus repair`, then delete it",
                     info.segments_count, merged.segments_count, merged.points_count)
     shutil.rmtree(replaced)
@@ -482,8 +494,13 @@ class SharedReads:
     def open(self) -> Iterator[EdgeCollection]:
         with self._lock:
             if self._collection is None:
-                if _someone_waiting(_waiting_room(self._folder)):
-                    raise self._busy()  # a writer waits for the folder: let it have it first
+                # Another opener (a writer, a merge) waits for the folder or holds it: let it have it
+                # first, and wait for it READ_PATIENCE seconds (a merge holds the shard a moment).
+                deadline = time.monotonic() + self.READ_PATIENCE
+                while _someone_waiting(_waiting_room(self._folder)):
+                    if time.monotonic() > deadline:
+                        raise self._busy()
+                    time.sleep(self.WATCH_SECONDS)
                 collection = EdgeCollection(self._folder, self._ef_construct, self._ef_search, self.READ_PATIENCE)
                 try:
                     collection.__enter__()
@@ -512,8 +529,8 @@ class SharedReads:
         return True
 
     def _busy(self) -> StoreUnavailable:
-        return StoreUnavailable(f"Qdrant Edge ({self._folder}) is being written (an ingest holds it): "
-                                "try again shortly, or search the pgvector store")
+        return StoreUnavailable(f"Qdrant Edge ({self._folder}) is held by another process (an ingest, a repair or "
+                                "an upkeep merge): try again shortly, or search the pgvector store")
 
     def _watch(self) -> None:
         room = _waiting_room(self._folder)
