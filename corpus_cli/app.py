@@ -587,6 +587,9 @@ def _interrupted(signum, frame) -> None:
 
 def main() -> None:
     """The `corpus` script: a store that cannot be used is one line naming it and what to do, not a traceback."""
+    import sqlalchemy.exc
+    from dagster_postgres.utils import DagsterPostgresException
+
     from resources.errors import SchemaOutOfDate, SearchTimeout, StoreUnavailable
 
     # The model's weight-loading progress bar is noise beside the ingest's own (also in the runs' processes).
@@ -598,4 +601,11 @@ def main() -> None:
         app()
     except (StoreUnavailable, SchemaOutOfDate, SearchTimeout) as error:
         console.print(f"[red]corpus: {_safe(str(error))}[/red]", soft_wrap=True)
+        raise SystemExit(2) from None
+    except (DagsterPostgresException, sqlalchemy.exc.OperationalError) as error:
+        # Dagster's own storage stopped answering while the command used it (waiting on its runs): its
+        # Postgres was stopped or crashed. Runs already started go on or fail on their own.
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        console.print(f"[red]corpus: Dagster's storage (Postgres) stopped answering: {_safe(first)}; when it is back "
+                      "(the embedded server starts with the next command), run the command again[/red]", soft_wrap=True)
         raise SystemExit(2) from None

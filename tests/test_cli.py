@@ -14,7 +14,7 @@ import pytest
 
 from corpus_assets.checks import graph_chunk_ids, postgres_chunk_ids, qdrant_chunk_ids
 from resources.graph import FalkorDBResource, falkordb_server
-from resources.postgres import PostgresResource
+from resources.postgres import PostgresResource, embedded
 from resources.qdrant import QdrantEdgeResource
 from resources.settings import SAMPLE_LIBRARY_DIR
 
@@ -347,6 +347,39 @@ def test_a_run_whose_process_is_killed_fails_with_the_systems_reason_and_frees_i
     assert held == 0  # the `embedding` slot it held is free: the next run does not wait on it forever
     again = run_cli("ingest")
     assert again.returncode == 0 and "ingested 1 books" in again.stdout, again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_postgres_killed_under_an_ingest_is_one_line_and_the_next_ingest_converges(run_cli, tmp_path):
+    """The embedded Postgres (the corpus tables and Dagster's storage alike) killed while `corpus ingest`
+    waits on its run: one line naming Dagster's storage, never a traceback (before: 552 lines); the next
+    command starts the server again, the run's own retries carry it through, and the book is in."""
+    env = {key: value for key, value in run_cli.env.items() if key not in ("DATABASE_URL", "CORPUS_DAGSTER_PG_URL")}
+    ingest = subprocess.Popen([run_cli.corpus, "ingest"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    server = tmp_path / "state" / "postgres"
+    deadline = time.monotonic() + 300
+    while True:
+        assert ingest.poll() is None and time.monotonic() < deadline, "the run did not reach chunk_embeddings"
+        try:
+            with psycopg.connect(embedded.url(server, "dagster"), autocommit=True) as conn:
+                if _embedding_run_pid(conn):
+                    break
+        except psycopg.OperationalError:  # the server is not up yet
+            pass
+        time.sleep(0.3)
+    os.kill(int((server / "postmaster.pid").read_text().split()[0]), signal.SIGKILL)
+    output = ingest.communicate(timeout=300)[0]
+    assert ingest.returncode == 2 and "Traceback" not in output, output
+    assert output.strip().splitlines()[-1].startswith("corpus: Dagster's storage (Postgres) stopped answering"), output
+    deadline = time.monotonic() + 300
+    while "1 unchanged" not in (again := subprocess.run([run_cli.corpus, "ingest"], env=env, capture_output=True,
+                                                       text=True, timeout=600)).stdout:
+        assert time.monotonic() < deadline and "Traceback" not in again.stdout + again.stderr, again.stdout + again.stderr
+        time.sleep(5)
+    with psycopg.connect(embedded.url(server, "corpus"), autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM chunks WHERE book_id = %s", (BOOK,)).fetchone()[0] > 0
+    os.kill(int((server / "postmaster.pid").read_text().split()[0]), signal.SIGINT)  # the test's own server: stopped
 
 
 def _embedding_run_pid(conn) -> int | None:
