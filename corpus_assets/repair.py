@@ -13,15 +13,13 @@ from pydantic import Field
 from corpus_assets import sync
 from corpus_assets.assets.graph import SimilarChunksConfig, relink_similar
 from corpus_assets.removal import remove_book
+from corpus_assets.sync import GRAPH, QDRANT
 from resources.artifacts import BookArtifactIOManager
 from resources.graph import GraphResource
 from resources.graph.book_graph import BookGraph
 from resources.postgres import PostgresResource
 from resources.qdrant import QdrantResource
 from resources.qdrant.collection import QdrantCollection
-
-
-QDRANT, GRAPH = sync.QDRANT, sync.GRAPH
 
 
 def resync_book(book_id: str, postgres: PostgresResource, collection: QdrantCollection, session: BookGraph,

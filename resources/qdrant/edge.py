@@ -338,20 +338,16 @@ def _outcome(started: float, outcome: str, before: int, after: int = 0, points: 
 
 def _merge_held(folder: Path, ef_construct: int, patience: float, started: float) -> SegmentMerge:
     """`merge_segments`, by the one merge of the shard running."""
-
-    def done(outcome: str, before: int, after: int = 0, points: int = 0) -> SegmentMerge:
-        return _outcome(started, outcome, before, after, points)
-
     merging, replaced, kept = _merging(folder), _replaced(folder), _kept(folder)
     _undo_cut_swap(folder)
     # Left by a merge that was killed: its copy, or (killed after the swap) the shard it replaced.
     shutil.rmtree(merging, ignore_errors=True)
     shutil.rmtree(replaced, ignore_errors=True)
     if not (folder / _CONFIG_FILE).exists():
-        return done("no shard", 0)
+        return _outcome(started, "no shard", 0)
     if kept.exists():
-        return done(f"held back: a shard an earlier merge replaced, kept because a write reached it, is still in "
-                    f"{kept}: run `corpus repair`, then delete it", 0)
+        return _outcome(started, "held back: a shard an earlier merge replaced, kept because a write reached it, is "
+                        f"still in {kept}: run `corpus repair`, then delete it", 0)
     config = _edge_config(_dimension(folder), ef_construct)
     with _waiting(folder):  # a long-lived reader hands the shard over for this moment
         shard = _load(folder, config, patience)
@@ -360,13 +356,13 @@ def _merge_held(folder: Path, ef_construct: int, patience: float, started: float
         finally:
             shard.close()
     if info.segments_count <= MERGE_ABOVE_SEGMENTS:
-        return done("not needed", info.segments_count, points=info.points_count)
+        return _outcome(started, "not needed", info.segments_count, points=info.points_count)
     try:
         shutil.copytree(folder, merging)
         copy = EdgeShard.load(str(merging), _edge_config(_dimension(folder), ef_construct, merged=True))
         try:
             if _versions(copy) != versions:
-                return done("abandoned: the shard was written while it was copied", info.segments_count)
+                return _outcome(started, "abandoned: the shard was written while it was copied", info.segments_count)
             copy.optimize()
             copy.flush()
             merged = copy.info()
@@ -379,7 +375,7 @@ def _merge_held(folder: Path, ef_construct: int, patience: float, started: float
             finally:
                 shard.close()
             if not unchanged:
-                return done("abandoned: the shard was written while it was merged", info.segments_count)
+                return _outcome(started, "abandoned: the shard was written while it was merged", info.segments_count)
             folder.rename(replaced)
             merging.rename(folder)
     finally:
@@ -393,11 +389,11 @@ def _merge_held(folder: Path, ef_construct: int, patience: float, started: float
     if written:
         replaced.rename(kept)
         log.error("a write reached the Qdrant shard while it was being replaced; it is kept in %s", kept)
-        return done(f"a write reached the shard being replaced (merged; the old shard kept in {kept}): "
-                    "run `corpus repair`, then delete it",
-                    info.segments_count, merged.segments_count, merged.points_count)
+        return _outcome(started, f"a write reached the shard being replaced (merged; the old shard kept in {kept}): "
+                        "run `corpus repair`, then delete it", info.segments_count, merged.segments_count,
+                        merged.points_count)
     shutil.rmtree(replaced)
-    return done("merged", info.segments_count, merged.segments_count, merged.points_count)
+    return _outcome(started, "merged", info.segments_count, merged.segments_count, merged.points_count)
 
 
 def _load(folder: Path, config: EdgeConfig, patience: float) -> EdgeShard:
