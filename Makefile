@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-retrieval bench-retrieval-eval bench-chunk-size bench-scale ui-check clean
+.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-retrieval bench-retrieval-eval bench-chunk-size bench-scale bench-bulk bench-chunking ui-check clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -76,6 +76,16 @@ bench-retrieval-eval: setup
 # bench-retrieval's books and queries (after `make bench-retrieval`; the first run embeds ~40k chunks).
 bench-chunk-size: setup
 	$(BIN)/python bench/retrieval/chunk_size.py
+
+# Chunking with one tokenization per section against tokenizing every piece, on the 70 books of ../shared
+# (~3 min); results in bench/results/chunking.md.
+bench-chunking: setup
+	$(BIN)/python bench/chunking.py
+
+# A cold ingest of 600 synthetic books by the per-book path and as a bulk load, side by side, and whether
+# both libraries agree (~30 min on 2 cores); results in bench/results/bulk_load.md.
+bench-bulk: setup
+	$(BIN)/python bench/bulk_load.py
 
 # The pipeline at the mission's shape: 9,000 synthetic books (~1.35M chunks) with a stand-in encoder,
 # in waves of 10 %; BOOKS=300 for a quick look (needs ../shared for the prose). A run cut off between

@@ -39,8 +39,11 @@ CORPUS = str(Path(sys.executable).with_name("corpus"))
 ENCODE_STAGE = "chunk_embeddings"
 DAGSTER_ENV = ("DAGSTER_HOME", "CORPUS_DAGSTER_PG_URL")
 EF_SWEEP = (64, 100, 200, 400)  # HNSW search effort tried in both stores (must include the default)
+# The runs of an ingest: one job per batch of books, or a bulk load's four steps.
+INGEST_JOBS = {"ingest_books", "defer_vector_index", "load_books", "build_vector_index", "link_books"}
+# Every other step of an ingest run is an asset check (the two index steps are a bulk load's ops).
 ASSET_STEPS = {"raw_books", "book_text", "book_chunks", "chunk_embeddings", "pgvector_chunks", "qdrant_points",
-               "book_graph", "similar_chunks"}  # every other step of an ingest run is an asset check
+               "book_graph", "similar_chunks", "drop_hnsw_index", "build_hnsw_index"}
 
 
 def main() -> None:
@@ -317,11 +320,12 @@ def dagster_instance():
 
 
 def stage_seconds(since: datetime) -> tuple[dict[str, float], int]:
-    """Seconds per step over every ingest run created after `since`, and how many runs there were."""
+    """Seconds per step over every ingest run (`INGEST_JOBS`) created after `since`, and how many runs there were."""
     from dagster import RunsFilter
 
     instance = dagster_instance()
-    runs = instance.get_run_records(RunsFilter(job_name="ingest_books", created_after=since))
+    runs = [run for run in instance.get_run_records(RunsFilter(created_after=since))
+            if run.dagster_run.job_name in INGEST_JOBS]
     totals: dict[str, float] = {}
     for run in runs:
         for step in instance.get_run_step_stats(run.dagster_run.run_id):

@@ -20,7 +20,15 @@ from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.report import library_report
 from corpus_assets.assets.text import book_text
 from corpus_assets.checks import book_checks
-from corpus_assets.jobs import ingest_books, migrate_corpus_db, register_books_job
+from corpus_assets.jobs import (
+    build_vector_index,
+    defer_vector_index,
+    ingest_books,
+    link_books,
+    load_books,
+    migrate_corpus_db,
+    register_books_job,
+)
 from corpus_assets.removal import remove_books
 from corpus_assets.repair import repair_stores
 from resources import settings
@@ -71,7 +79,7 @@ defs = Definitions(
     assets=[book_files, raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
             similar_chunks, library_report],
     asset_checks=book_checks,
-    jobs=[ingest_books, register_books_job, remove_books, repair_stores, check_all_books, report_library,
+    jobs=[ingest_books, load_books, defer_vector_index, build_vector_index, link_books, register_books_job, remove_books, repair_stores, check_all_books, report_library,
           maintain_postgres, merge_qdrant, migrate_corpus_db],
     sensors=[library_sensor, library_upkeep],
     schedules=[nightly_checks, nightly_library_report, weekly_postgres_maintenance, weekly_qdrant_merge],

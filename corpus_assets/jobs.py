@@ -1,20 +1,74 @@
-"""Jobs: register the library's books, ingest books through every stage, migrate the corpus schema."""
+"""Jobs: register the library's books, ingest books through every stage (one job, or a bulk load's three
+steps), migrate the corpus schema."""
 
-from dagster import AssetSelection, OpExecutionContext, define_asset_job, job, op
+import os
+import time
 
+from dagster import AssetSelection, MetadataValue, OpExecutionContext, define_asset_job, job, op
+
+from corpus_assets.assets.graph import similar_chunks
 from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.report import library_report
+from corpus_assets.checks import chunks_are_findable, hnsw_index_is_valid
 from corpus_assets.registration import register_books
 from resources.library import BookLibrary
 from resources.postgres import PostgresResource, head_revision, migrate
 
+# The library report is of the whole library, not of the run's books: it follows by its own condition.
+_INGEST = AssetSelection.assets(raw_books).downstream() - AssetSelection.assets(library_report)
+# What reads the library's pgvector HNSW index: a bulk load runs it once the index is built again.
+_NEEDS_INDEX = AssetSelection.assets(similar_chunks) | AssetSelection.checks(hnsw_index_is_valid, chunks_are_findable)
+
 ingest_books = define_asset_job(
     "ingest_books",
-    # The library report is of the whole library, not of the run's books: it follows by its own condition.
-    selection=AssetSelection.assets(raw_books).downstream() - AssetSelection.assets(library_report),
+    selection=_INGEST,
     description="Raw file → text → chunks → embeddings → pgvector, Qdrant and the graph, with the checks, "
     "for the selected books.",
 )
+load_books = define_asset_job(
+    "load_books",
+    selection=_INGEST - _NEEDS_INDEX,
+    description="A bulk load's first step (`corpus ingest` of many books into a small library): every stage of "
+    "ingest_books but the SIMILAR edges, with the checks that need no HNSW index, while the index is dropped.",
+)
+link_books = define_asset_job(
+    "link_books",
+    selection=_NEEDS_INDEX,
+    description="A bulk load's last step, after build_vector_index: the books' SIMILAR edges and the checks that "
+    "search the HNSW index.",
+)
+
+
+@op(description="Drop the chunks' HNSW index before a bulk load: rows then go in without index upkeep "
+                "(searches read the table exactly until build_vector_index).")
+def drop_hnsw_index(context: OpExecutionContext, postgres: PostgresResource) -> None:
+    with postgres.db() as db:
+        existed = db.drop_hnsw_index()
+    context.add_output_metadata({"index existed": existed})
+
+
+@job(description="A bulk load's first step: the chunks' HNSW index dropped until build_vector_index.")
+def defer_vector_index():
+    drop_hnsw_index()
+
+
+@op(description="Build the chunks' HNSW index if it is missing or invalid (after a bulk load, or one cut short).")
+def build_hnsw_index(context: OpExecutionContext, postgres: PostgresResource) -> None:
+    started = time.perf_counter()
+    with postgres.db() as db:
+        # One worker beside the leader per further core, as Postgres sizes a parallel build.
+        built = db.build_hnsw_index(parallel_workers=max((os.cpu_count() or 1) - 1, 0))
+        state, rows = db.hnsw_index_state(), db.total_chunks()
+    context.add_output_metadata({
+        "built": built, "rows": rows, "seconds": round(time.perf_counter() - started, 1),
+        "valid": state.valid, "definition": MetadataValue.text(state.definition),
+    })
+
+
+@job(description="Build the chunks' HNSW index where it is missing: a bulk load's middle step, or a repair "
+                 "after one was cut short (every `corpus ingest` also runs it then).")
+def build_vector_index():
+    build_hnsw_index()
 
 
 @op

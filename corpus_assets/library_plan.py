@@ -43,11 +43,14 @@ from resources.postgres.store import BookFailure, CorpusDB
 from resources.settings import MAX_REMOVAL_BOOKS_ENV, MAX_REMOVAL_SHARE_ENV
 
 # Runs that will still write their books: a book in one of them is not planned again.
-_ACTIVE = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
+ACTIVE_RUNS = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]
 REMOVE_JOB, REMOVE_OP = remove_books.name, remove_books_from_stores.name
 # The stage recorded for books of a run that died without a step naming them (its process killed).
 RUN_DIED = "run"
 CONFIRM_FLAG = "--confirm-removal"
+# A bulk load links books in runs this many times larger than its loading runs: each run pays a process
+# and its imports, and linking holds nothing per book in memory.
+LINK_RUNS_LARGER = 10
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,18 @@ class Removal:
     books: list[str]
     allowed: bool = True
     reason: str | None = None
+
+
+def bulk_load(planned: int, stored: int) -> bool:
+    """Whether `corpus ingest` loads `planned` books into a library of `stored` in bulk: rows in with the
+    HNSW index dropped, the index built once, then SIMILAR edges and the index's checks (`load_books`,
+    `build_vector_index`, `link_books`). `CORPUS_BULK_LOAD=auto` does so when the plan is big and at least
+    doubles the library: the rebuild reads every row, which pays off only against that many inserts
+    (bench/results/bulk_load.md); meanwhile searches read the table exactly."""
+    config = settings.current()
+    if config.bulk_load in ("always", "never"):
+        return config.bulk_load == "always" and planned > 0
+    return planned >= config.bulk_min_books and planned >= stored
 
 
 def removal_of(listing: LibraryListing, gone: list[str], library_size: int, confirmed: bool = False) -> Removal:
@@ -106,6 +121,11 @@ class LibraryPlan:
         """`books` in runs: contiguous partitions, at most `books_per_run` and `CORPUS_RUN_MB` of files each."""
         return partition_ranges(self.order, books, self.books_per_run, sizes=self.listing.sizes,
                                 max_bytes=int(settings.current().run_mb * 2**20), alone=self.alone)
+
+    def group_links(self, books: list[str]) -> list[list[str]]:
+        """`books` in the runs of a bulk load's last step (`link_books`): it reads no file and no artifact,
+        so a run holds `LINK_RUNS_LARGER` times as many books, whatever their size."""
+        return partition_ranges(self.order, books, LINK_RUNS_LARGER * self.books_per_run, alone=self.alone)
 
     @property
     def runs(self) -> list[list[str]]:
@@ -180,7 +200,7 @@ def books_in_flight(instance: DagsterInstance, partitions: list[str]) -> set[str
     """The books of every queued or running run over book partitions (any job: sensor, CLI, UI), and of
     every removal run: a book is planned again (ingested, or removed) only once no run is on it."""
     books: set[str] = set()
-    for run in instance.get_runs(RunsFilter(statuses=_ACTIVE)):
+    for run in instance.get_runs(RunsFilter(statuses=ACTIVE_RUNS)):
         if RANGE_START_TAG in run.tags or PARTITION_TAG in run.tags:
             books.update(books_of_run(run, partitions))
         elif run.job_name == REMOVE_JOB:

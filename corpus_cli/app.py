@@ -93,10 +93,10 @@ def ingest(
     --confirm-removal)."""
     from corpus_assets.assets.files import file_observations
     from corpus_assets.batches import reap_dead_runs
-    from corpus_assets.library_plan import plan_library, record_failed_run
+    from corpus_assets.library_plan import bulk_load, plan_library, record_failed_run
     from corpus_assets.partitions import books_partitions
     from corpus_cli.instance import code_location_resources, instance
-    from corpus_cli.runs import CodeLocationRuns, ingest_in_runs
+    from corpus_cli.runs import CodeLocationRuns, ensure_vector_index, ingest_in_bulk, ingest_in_runs
     from resources.library import BookLibrary
 
     _check_book_ids(books or [])
@@ -134,13 +134,26 @@ def ingest(
             TimeElapsedColumn(), console=console, transient=True,
         ) as progress:
             task = progress.add_task("ingest", total=None)
-            outcome = ingest_in_runs(
-                runs, to_run, plan.group,
-                record_failures=lambda run: record_failed_run(db, dagster, run, plan.order, plan.scan.current),
-                on_log=_print_log if verbose else None,
-                on_start=lambda total: progress.update(task, total=total),
-                on_books_done=lambda count: progress.advance(task, count),
-            )
+            callbacks = {"record_failures": lambda run: record_failed_run(db, dagster, run, plan.order,
+                                                                            plan.scan.current),
+                           "on_log": _print_log if verbose else None,
+                           "on_start": lambda total: progress.update(task, total=total),
+                           "on_books_done": lambda count: progress.advance(task, count)}
+            if bulk_load(len(to_run), len(db.book_ids())):
+                with db.bulk_load_held() as held:
+                    if not held:
+                        console.print("[red]corpus: another `corpus ingest` is loading books in bulk[/red]; "
+                                      "run this one when it has ended")
+                        raise typer.Exit(2)
+                    console.print(f"bulk load of {len(to_run)} books: rows first, the HNSW index built once, then "
+                                  "SIMILAR edges (searches read the table exactly until the index is built)")
+                    outcome = ingest_in_bulk(runs, db, to_run, plan.group, plan.group_links, **callbacks)
+            else:
+                built = ensure_vector_index(runs, db) if to_run else None  # a bulk load cut short left none
+                if built is not None:
+                    console.print(f"HNSW index built again (run {built.run_id[:8]}): "
+                                  f"{'done' if built.success else built.error}", soft_wrap=True)
+                outcome = ingest_in_runs(runs, to_run, plan.group, **callbacks)
         db.forget_book_failures(outcome.ingested)
     if outcome.ingested or plan.removal.books and plan.removal.allowed and not books:
         _report(dagster)
@@ -313,6 +326,7 @@ def status(
 
     from corpus_cli.instance import code_location_resources, instance
     from corpus_assets.assets.report import corpus_summary
+    from corpus_cli.runs import INGEST_JOB, LINK_JOB
     from corpus_cli.status import failing_checks, library_state
     from resources.library import BookLibrary
 
@@ -343,9 +357,11 @@ def status(
         soft_wrap=True,
     )
     dagster = instance()
-    runs = dagster.get_run_records(RunsFilter(job_name="ingest_books"), limit=1)
+    # The latest run that ingested books: of `ingest_books`, or a bulk load's last step.
+    runs = [record for job in (INGEST_JOB, LINK_JOB)
+            for record in dagster.get_run_records(RunsFilter(job_name=job), limit=1)]
     if runs:
-        run = runs[0]
+        run = max(runs, key=lambda record: record.create_timestamp)
         ended = datetime.fromtimestamp(run.end_time or run.create_timestamp.timestamp()).strftime("%Y-%m-%d %H:%M:%S")
         console.print(f"last ingest run: {run.dagster_run.run_id[:8]} {run.dagster_run.status.value} at {ended}")
     if failures:

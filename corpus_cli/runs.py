@@ -18,12 +18,15 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRun, DagsterRunSta
 from dagster._core.workspace.context import WorkspaceProcessContext, WorkspaceRequestContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 
-from corpus_assets.batches import books_tag, ensure_pools, range_tags
+from corpus_assets.batches import BOOKS_TAG, books_tag, ensure_pools, range_tags
+from corpus_assets.jobs import build_vector_index, defer_vector_index, ingest_books, link_books, load_books
 from corpus_assets.library_plan import REMOVE_JOB, RUN_DIED, failure_reason, removal_run_config, run_end_reason
 from resources import settings
-from resources.postgres.store import BookFailure
+from resources.postgres.store import BookFailure, CorpusDB
 
 LOCATION = "corpus"  # workspace.yaml's code location
+INGEST_JOB, LOAD_JOB, LINK_JOB = ingest_books.name, load_books.name, link_books.name
+DEFER_INDEX_JOB, BUILD_INDEX_JOB = defer_vector_index.name, build_vector_index.name
 # Each run's Dagster console log (INFO and up, with a failed step's traceback) goes to `runs.log`;
 # the terminal shows a progress bar and a summary, with `--verbose` the run's log records as well.
 _RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
@@ -194,8 +197,9 @@ def ingest_in_runs(
     on_log: Callable[[str], None] | None = None,
     on_start: Callable[[int], None] = lambda total: None,
     on_books_done: Callable[[int], None] = lambda count: None,
+    job: str = INGEST_JOB,
 ) -> IngestOutcome:
-    """Run `ingest_books` for the books, in the runs `group` makes of them; a bad book never holds back another.
+    """Run `job` (`ingest_books`) for the books, in the runs `group` makes of them; a bad book never holds back another.
 
     Dagster fails a multi-partition run as a whole (dagster#17836): when a run fails, the books it
     failed for are recorded (`record_failures`) and its other books run again without them. They
@@ -212,7 +216,7 @@ def ingest_in_runs(
     failed: dict[str, BookFailure] = {}
     while queue:
         books = queue.pop(0)
-        run = runs.run("ingest_books", range_tags(books), {}, on_log)
+        run = runs.run(job, range_tags(books), {}, on_log)
         done.append(_books_run(runs.instance, run, books))
         if done[-1].success:
             ingested += books
@@ -231,6 +235,61 @@ def ingest_in_runs(
         on_books_done(len(named))
         queue[0:0] = group([book for book in books if book not in named])
     return IngestOutcome(done, ingested, failed)
+
+
+def ingest_in_bulk(
+    runs: CodeLocationRuns,
+    db: CorpusDB,
+    book_ids: list[str],
+    group: Callable[[list[str]], list[list[str]]],
+    group_links: Callable[[list[str]], list[list[str]]],
+    record_failures: Callable[[DagsterRun], dict[str, BookFailure]],
+    on_log: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] = lambda total: None,
+    on_books_done: Callable[[int], None] = lambda count: None,
+) -> IngestOutcome:
+    """A bulk load (`library_plan.bulk_load`): the HNSW index dropped (`defer_vector_index`), every book
+    loaded without it (`load_books`), the index built once (`build_vector_index`), then the loaded books'
+    SIMILAR edges and index checks (`link_books`), each phase in runs as `ingest_in_runs` makes them (the
+    last in the larger runs `group_links` makes).
+    `on_start` gets twice the books: each is counted when loaded and when linked.
+
+    Cut short anywhere, nothing is lost: a book not linked is not whole (`complete_book_hashes` wants its
+    SIMILAR edges), so the next ingest plans it again, builds the index first if it is still missing
+    (`ensure_vector_index`) and redoes only what is left.
+    """
+    on_start(2 * len(book_ids))
+    dropped = _books_run(runs.instance, runs.run(DEFER_INDEX_JOB, books_tag(book_ids), {}, on_log), book_ids)
+    if not dropped.success:
+        on_books_done(2 * len(book_ids))
+        return _all_failed(dropped, [dropped], book_ids, "dropping the HNSW index")
+    loaded = ingest_in_runs(runs, book_ids, group, record_failures, on_log, on_books_done=on_books_done, job=LOAD_JOB)
+    on_books_done(len(loaded.failed))  # not linked
+    built = ensure_vector_index(runs, db, on_log)
+    done = [dropped, *loaded.runs, *([built] if built else [])]
+    if built and not built.success:
+        on_books_done(len(loaded.ingested))
+        failed = _all_failed(built, done, loaded.ingested, "building the HNSW index")
+        return IngestOutcome(done, [], loaded.failed | failed.failed)
+    linked = ingest_in_runs(runs, loaded.ingested, group_links, record_failures, on_log, on_books_done=on_books_done,
+                            job=LINK_JOB)
+    return IngestOutcome([*done, *linked.runs], linked.ingested, loaded.failed | linked.failed)
+
+
+def ensure_vector_index(runs: CodeLocationRuns, db: CorpusDB, on_log: Callable[[str], None] | None = None
+                        ) -> BooksRun | None:
+    """Run `build_vector_index` if the HNSW index is missing or invalid (a bulk load's middle step, or a
+    bulk load cut short before it); None when the index is there."""
+    if db.hnsw_index_state().valid:
+        return None
+    run = runs.run(BUILD_INDEX_JOB, {BOOKS_TAG: "every book"}, {}, on_log)
+    return _books_run(runs.instance, run, [])
+
+
+def _all_failed(cause: BooksRun, runs: list[BooksRun], books: list[str], step: str) -> IngestOutcome:
+    """Every book failed with a run that was not about any one of them (`cause`)."""
+    return IngestOutcome(runs, [], {book: BookFailure(book, None, "run", f"{step}: {cause.error}", False, cause.run_id)
+                                    for book in books})
 
 
 def remove_in_run(runs: CodeLocationRuns, book_ids: list[str]) -> BooksRun:

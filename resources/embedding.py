@@ -41,6 +41,11 @@ def token_counter(model_name: str) -> Callable[[str], int]:
     return functools.partial(tokenizer.count_tokens, model_location(model_name))
 
 
+def span_counters(model_name: str) -> Callable[[str], Callable[[str], int]]:
+    """For a text, a counter of the tokens of its substrings (`tokenizer.span_counter`); picklable."""
+    return functools.partial(tokenizer.span_counter, model_location(model_name))
+
+
 @functools.cache
 def _max_seq_length(location: str) -> int:
     local = Path(location) / "sentence_bert_config.json"

@@ -46,6 +46,8 @@ class Settings:
     neo4j_user: str
     embedding_model: str
     books_per_run: int  # books per run in backfills, `corpus ingest` and sensor runs
+    bulk_load: str  # auto (a big plan into a small library), always or never: `corpus ingest` loads, then indexes
+    bulk_min_books: int  # the fewest books `auto` loads in bulk
     run_mb: float  # book files per run in `corpus ingest` and sensor runs, in MB (a bigger book runs alone)
     max_removal_share: float  # a plan removing more than this share of the library...
     max_removal_books: int  # ...and more than this many books waits for confirmation
@@ -76,6 +78,8 @@ def current() -> Settings:
         neo4j_user=env(NEO4J_USER_ENV) or "neo4j",
         embedding_model=env(MODEL_ENV) or DEFAULT_MODEL,
         books_per_run=int(env("CORPUS_BOOKS_PER_RUN") or 20),
+        bulk_load=(env("CORPUS_BULK_LOAD") or "auto").lower(),
+        bulk_min_books=int(env("CORPUS_BULK_MIN_BOOKS") or 500),
         run_mb=float(env("CORPUS_RUN_MB") or 32),
         max_removal_share=float(env(MAX_REMOVAL_SHARE_ENV) or 0.05),
         max_removal_books=int(env(MAX_REMOVAL_BOOKS_ENV) or 10),

@@ -21,18 +21,20 @@ from dagster import (
     AddDynamicPartitionsRequest,
     DefaultSensorStatus,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     sensor,
 )
 
 from corpus_assets.batches import BOOKS_TAG, books_tag, ensure_pools, range_tags, reap_dead_runs
-from corpus_assets.jobs import ingest_books
-from corpus_assets.library_plan import failed_runs_since, plan_library, removal_run_config
+from corpus_assets.jobs import build_vector_index, ingest_books
+from corpus_assets.library_plan import ACTIVE_RUNS, failed_runs_since, plan_library, removal_run_config
 from corpus_assets.partitions import books_partitions
 from corpus_assets.removal import remove_books
 from resources.library import BookLibrary
 from resources.postgres import PostgresResource
+from resources.postgres.store import CorpusDB
 
 # Reading files is the slow part of a tick; past this budget the rest is hashed on the next tick,
 # keeping every tick well inside Dagster's 60 s sensor limit on any library size.
@@ -53,8 +55,24 @@ class LibraryCursor:
         return json.dumps({"failures_after": self.failures_after}, separators=(",", ":"))
 
 
+def _held_for_the_index(context: SensorEvaluationContext, db: CorpusDB) -> SensorResult | None:
+    """The tick's result while the HNSW index is not there to link books with: a bulk load (`corpus ingest`)
+    is running, or one was cut short before it built the index again (then this tick asks for the build);
+    None otherwise."""
+    if db.bulk_load_running():
+        return SensorResult(skip_reason="a bulk load (`corpus ingest`) is running: new books wait for it",
+                            cursor=context.cursor)
+    if db.hnsw_index_state().valid:
+        return None
+    building = context.instance.get_runs(RunsFilter(job_name=build_vector_index.name, statuses=ACTIVE_RUNS), limit=1)
+    return SensorResult(
+        run_requests=[] if building else [RunRequest(job_name=build_vector_index.name, tags={BOOKS_TAG: "every book"})],
+        skip_reason="the HNSW index is being built again (a bulk load was cut short): new books wait for it"
+        if building else None, cursor=context.cursor)
+
+
 @sensor(
-    jobs=[ingest_books, remove_books],
+    jobs=[ingest_books, remove_books, build_vector_index],
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="Ingests new and changed book files and removes deleted ones, several books per run; "
@@ -68,6 +86,10 @@ def library_sensor(context: SensorEvaluationContext, library: BookLibrary, postg
     ensure_pools(instance)  # before the runs it requests start side by side
     for run in reap_dead_runs(instance):
         context.log.warning(f"run {run.run_id} had died (its process is gone): marked failed; its books are planned again")
+    with postgres.db() as db:
+        held = _held_for_the_index(context, db)
+        if held is not None:
+            return held
     failed_runs, cursor.failures_after = failed_runs_since(instance, cursor.failures_after)
     with postgres.db() as db:
         plan = plan_library(instance, library, db, failed_runs=failed_runs, budget_seconds=HASH_BUDGET_SECONDS)

@@ -62,9 +62,8 @@ def pg_socket(state_dir) -> Path:
     return embedded.ensure_server(state_dir / "postgres")
 
 
-@pytest.fixture
-def empty_database_url(pg_socket) -> str:
-    """A new, empty database on the session's server (never migrated), dropped after the test."""
+@contextmanager
+def _new_database(pg_socket: Path) -> Iterator[str]:
     name = f"test_{uuid.uuid4().hex[:12]}"
     admin = embedded.url(pg_socket, "postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -72,6 +71,21 @@ def empty_database_url(pg_socket) -> str:
     yield embedded.url(pg_socket, name)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database_url(pg_socket) -> Iterator[str]:
+    """A new, empty database on the session's server (never migrated), dropped after the test."""
+    with _new_database(pg_socket) as url:
+        yield url
+
+
+@pytest.fixture
+def second_database_url(pg_socket) -> Iterator[str]:
+    """Another new database on the session's server, migrated, for a test that compares two libraries."""
+    with _new_database(pg_socket) as url:
+        migrate(url)
+        yield url
 
 
 @pytest.fixture

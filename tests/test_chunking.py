@@ -4,7 +4,7 @@ from corpus_assets.books.structure import Section, split_sections
 from corpus_assets.books.chunking import MAX_CHUNK_CHARS, chunk_book
 from corpus_assets.books.decode import decode_book
 from corpus_assets.books.gutenberg import split_gutenberg
-from resources.embedding import EmbeddingModel, model_location, token_counter
+from resources.embedding import EmbeddingModel, model_location, span_counters, token_counter
 from resources.tokenizer import load_tokenizer
 
 
@@ -17,7 +17,7 @@ def model():
 def book(request, shared_books, model):
     parts = split_gutenberg(decode_book((shared_books / request.param).read_bytes()).text)
     sections = split_sections(parts.body, parts.title)
-    chunks = chunk_book(request.param, parts.body, sections, model.count_tokens, model.max_chunk_tokens())
+    chunks = chunk_book(request.param, parts.body, sections, span_counters(model.model_name), model.max_chunk_tokens())
     return parts.body, sections, chunks
 
 
@@ -59,9 +59,9 @@ def test_ordinals_and_ids(book, model):
     text, sections, chunks = book
     assert [c.ordinal for c in chunks] == list(range(len(chunks)))
     assert len({c.id for c in chunks}) == len(chunks)
-    again = chunk_book(chunks[0].book_id, text, sections, model.count_tokens, model.max_chunk_tokens())
+    again = chunk_book(chunks[0].book_id, text, sections, span_counters(model.model_name), model.max_chunk_tokens())
     assert [c.id for c in again] == [c.id for c in chunks]
-    other_book = chunk_book("another-book", text, sections, model.count_tokens, model.max_chunk_tokens())
+    other_book = chunk_book("another-book", text, sections, span_counters(model.model_name), model.max_chunk_tokens())
     assert not {c.id for c in other_book} & {c.id for c in chunks}
 
 
@@ -69,7 +69,46 @@ def test_a_giant_word_never_makes_a_giant_chunk():
     # A "word" of 300,000 letters is a few unknown tokens to the model: without a bound in characters it
     # was one chunk as long as the file, carried by every search answer (and quadratic for Qdrant's stemmer).
     text = "Some words first. " * 5 + "z" * 300_000 + " and an end."
-    count = token_counter(EmbeddingModel().model_name)
-    chunks = chunk_book("b", text, [Section(0, "T", 0, len(text))], count, 254)
+    chunks = chunk_book("b", text, [Section(0, "T", 0, len(text))], span_counters(EmbeddingModel().model_name), 254)
     assert max(len(c.text) for c in chunks) <= MAX_CHUNK_CHARS and len(chunks) >= 300_000 // MAX_CHUNK_CHARS
     assert all(text[c.char_start : c.char_end] == c.text for c in chunks)
+
+
+def chunks_both_ways(model, book_id, text, sections):
+    """The book's chunks counted from one tokenization of each section, and with every piece tokenized."""
+    count = token_counter(model.model_name)
+    args = (model.max_chunk_tokens(), model.max_token_chars())
+    return (chunk_book(book_id, text, sections, span_counters(model.model_name), *args),
+            chunk_book(book_id, text, sections, lambda section_text: count, *args))
+
+
+def test_counting_from_one_tokenization_gives_the_same_chunks(book, model):
+    text, sections, chunks = book
+    assert chunks_both_ways(model, chunks[0].book_id, text, sections)[1] == chunks
+
+
+def test_the_same_chunks_on_text_that_tokenizes_oddly(model):
+    # Accents (stripped by the normalizer), CJK (a word per character), control characters (dropped),
+    # a word longer than WordPiece takes (one unknown token), punctuation runs, a repeated passage,
+    # and a paragraph the chunker must cut inside.
+    paragraph = ("Æsop’s «fables» — naïve, façade; 東京は日本の首都です。 Straße\x07 ünd ÇA… "
+                 + "x" * 150 + " !!!?? ... «»" + " word" * 30)
+    text = "\n\n".join([paragraph] * 12 + ["one long line " * 400])
+    sections = [Section(0, "A", 0, len(text) // 2), Section(1, "B", len(text) // 2, len(text))]
+    spans, pieces = chunks_both_ways(model, "odd", text, sections)
+    assert spans == pieces and len(spans) > 10
+
+
+@pytest.mark.slow
+def test_the_same_chunks_on_every_shared_book(shared_books, model):
+    """All 70 books of ../shared/corpus (ten languages; ~4 min): the chunks equal, whichever way counted."""
+    import hashlib
+
+    from corpus_assets.books.book import RawBook, clean_book
+
+    for path in sorted(shared_books.parent.glob("*/*.txt")):
+        data = path.read_bytes()
+        book = clean_book(RawBook(path.stem, path.name, data, hashlib.sha256(data).hexdigest()))
+        sections = [s for s in book.sections if s.kind == "body"]
+        spans, pieces = chunks_both_ways(model, path.stem, book.text, sections)
+        assert spans == pieces, path

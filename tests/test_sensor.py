@@ -274,3 +274,30 @@ def test_a_failed_removal_is_asked_again_and_a_book_deleted_twice_is_removed_twi
     last = tick()
     assert [r.job_name for r in last.run_requests] == [remove_books.name]
     assert run(last.run_requests[0]).success and ids(WALLPAPER) == (set(), set(), set())
+
+
+def test_the_sensor_waits_for_a_bulk_load_and_builds_the_index_one_left_dropped(world, book_resources, opened):
+    from dagster import DagsterRun, DagsterRunStatus
+
+    from corpus_assets.jobs import build_vector_index
+
+    instance, tick, run, ids = world
+    assert run(tick().run_requests[0]).success
+    with opened(book_resources["postgres"]) as postgres, postgres.db() as loader, postgres.db() as db:
+        with loader.bulk_load_held() as held:  # a `corpus ingest` loading in bulk, in another session
+            assert held and db.bulk_load_running()
+            with db.bulk_load_held() as second:
+                assert not second  # a second bulk load waits for the first
+            waiting = tick()
+            assert waiting.run_requests == [] and "a bulk load (`corpus ingest`) is running" in waiting.skip_reason.skip_message
+        assert not db.bulk_load_running()
+        # The load killed after it dropped the index: the sensor asks for the index once, new books wait.
+        db.drop_hnsw_index()
+        build = tick()
+        assert [r.job_name for r in build.run_requests] == [build_vector_index.name]
+        instance.add_run(DagsterRun(job_name=build_vector_index.name, status=DagsterRunStatus.STARTED))
+        building = tick()
+        assert building.run_requests == [] and "the HNSW index is being built again" in building.skip_reason.skip_message
+        assert build_vector_index.execute_in_process(instance=instance, resources=book_resources).success
+        assert db.hnsw_index_state().valid
+    assert tick().run_requests == []  # back to the plan: nothing changed

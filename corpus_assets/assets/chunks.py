@@ -19,7 +19,7 @@ from corpus_assets.books.structure import BODY, Section
 from corpus_assets.partitions import book_asset
 from corpus_assets.sync import CHUNKS, fingerprint
 from resources import settings
-from resources.embedding import EmbeddingModel, token_counter
+from resources.embedding import EmbeddingModel, span_counters
 from resources.postgres import PostgresResource
 from resources.postgres.store import CorpusDB
 
@@ -62,7 +62,7 @@ def book_chunks(
 ) -> dict[str, list[Chunk]]:
     """Chunks sized by the embedding model's own tokenizer, with character offsets into the text."""
     max_tokens = embedding_model.max_chunk_tokens()
-    counting = (token_counter(embedding_model.model_name), max_tokens, embedding_model.max_token_chars())
+    counting = (span_counters(embedding_model.model_name), max_tokens, embedding_model.max_token_chars())
     with postgres.db() as db:
         stored = {book_id: stored_chunks(db, book_id, chunking_inputs(book, embedding_model))
                   for book_id, book in book_text.items()}

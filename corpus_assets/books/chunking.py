@@ -44,19 +44,22 @@ def chunk_book(
     book_id: str,
     text: str,
     sections: list[Section],
-    count_tokens: Callable[[str], int],
+    counter_for: Callable[[str], Callable[[str], int]],
     max_tokens: int,
     max_token_chars: int | None = None,
 ) -> list[Chunk]:
-    """Chunks of at most `max_tokens` tokens (as `count_tokens` counts them) for every section.
+    """Chunks of at most `max_tokens` tokens for every section, as `counter_for(section text)` counts
+    the tokens of the section's pieces (`resources.embedding.span_counters`: the section tokenized once).
 
     `max_token_chars`, the length of the tokenizer's longest token, only makes counting faster.
     """
-    # semchunk memoizes counts per counter for the life of the process: bound it.
-    chunker = semchunk.chunkerify(count_tokens, max_tokens, max_token_chars=max_token_chars, cache_maxsize=8192)
     chunks: list[Chunk] = []
     for section in sections:
-        pieces, offsets = chunker(text[section.start : section.end], overlap=OVERLAP, offsets=True)
+        section_text = text[section.start : section.end]
+        count_tokens = counter_for(section_text)
+        # semchunk memoizes counts per counter: bounded, and gone with the section.
+        chunker = semchunk.chunkerify(count_tokens, max_tokens, max_token_chars=max_token_chars, cache_maxsize=8192)
+        pieces, offsets = chunker(section_text, overlap=OVERLAP, offsets=True)
         for piece, (start, _) in zip(pieces, offsets, strict=True):
             for part, at in _within_chars(piece, start):
                 if part.strip():

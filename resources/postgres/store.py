@@ -24,6 +24,15 @@ from resources.errors import SearchTimeout
 from resources.settings import SEARCH_TIMEOUT_ENV
 
 HNSW_INDEX = "chunks_embedding_hnsw_idx"
+# The index as migration 0003 defines it (m 16, ef_construction 128), for a bulk load's rebuild.
+_CREATE_HNSW_INDEX = (f"CREATE INDEX IF NOT EXISTS {HNSW_INDEX} ON chunks "
+                      "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 128)")
+# Held (a session advisory lock) by the `corpus ingest` that loads in bulk, for its whole length: the
+# library sensor waits meanwhile, and a dropped connection (the command killed) lets it go ("bulk" in ASCII).
+BULK_LOAD_LOCK_KEY = 0x62756C6B
+# Memory for one index build: the graph of ~1M 384-d rows fits (measured in bench/hnsw_inserts.py with
+# 1GB), and a build process stays under the project's 2 GiB per process.
+INDEX_BUILD_MEMORY = "1GB"
 # Chunks keyword search scores with BM25, out of those holding the most (idf-weighted) query words.
 KEYWORD_CANDIDATES = 300
 CHUNK_COLUMNS = "id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, char_end, content_sha256"
@@ -380,6 +389,9 @@ class CorpusDB:
     def has_chunks(self) -> bool:
         return self.conn.execute("SELECT EXISTS (SELECT 1 FROM chunks)").fetchone()[0]
 
+    def total_chunks(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+
     def chunk_count(self, book_id: str) -> int:
         return self.conn.execute("SELECT count(*) FROM chunks WHERE book_id = %s", (book_id,)).fetchone()[0]
 
@@ -593,6 +605,46 @@ class CorpusDB:
             "JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s", (HNSW_INDEX,),
         ).fetchone()
         return IndexState(exists=row is not None, valid=bool(row and row[0]), definition=row[1] if row else "missing")
+
+    @contextmanager
+    def bulk_load_held(self) -> Iterator[bool]:
+        """Hold the bulk-load lock for the block; yields False (holding nothing) if another process holds it."""
+        (taken,) = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (BULK_LOAD_LOCK_KEY,)).fetchone()
+        try:
+            yield taken
+        finally:
+            if taken:
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (BULK_LOAD_LOCK_KEY,))
+
+    def bulk_load_running(self) -> bool:
+        """Whether some session holds the bulk-load lock (read from pg_locks, without taking it)."""
+        return self.conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND classid::bigint = %s AND objid::bigint = %s AND objsubid = 1)",
+            (BULK_LOAD_LOCK_KEY >> 32, BULK_LOAD_LOCK_KEY & 0xFFFFFFFF),
+        ).fetchone()[0]
+
+    def drop_hnsw_index(self) -> bool:
+        """Drop the HNSW index before a bulk load (rows then go in without index upkeep); whether it existed.
+        Searches meanwhile read the table exactly: right answers, slower."""
+        existed = self.hnsw_index_state().exists
+        self.conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")  # constant identifier
+        return existed
+
+    def build_hnsw_index(self, parallel_workers: int) -> bool:
+        """Build the HNSW index over every row if it is missing (after a bulk load, or one cut short);
+        whether it was built. Readers go on meanwhile; writers of `chunks` wait for the build."""
+        if self.hnsw_index_state().valid:
+            return False
+        with self.conn.transaction():
+            self.conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (INDEX_BUILD_MEMORY,))
+            self.conn.execute("SELECT set_config('max_parallel_maintenance_workers', %s, true)",
+                              (str(parallel_workers),))
+            # A build killed midway leaves an invalid index of the same name behind: built again.
+            self.conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+            self.conn.execute(_CREATE_HNSW_INDEX)
+        return True
 
     def vector_stats(self, book_id: str) -> VectorStats:
         with self.conn.cursor(row_factory=class_row(VectorStats)) as cursor:

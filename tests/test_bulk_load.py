@@ -1,0 +1,110 @@
+"""A bulk load (`corpus ingest` of many books into a small library: rows first, the HNSW index built once,
+then SIMILAR edges) gives the same library as the per-book path, and one cut short is finished by the next
+ingest."""
+
+import os
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from corpus_assets.checks import graph_chunk_ids, qdrant_chunk_ids
+from resources.graph import FalkorDBResource, falkordb_server
+from resources.qdrant import QdrantEdgeResource
+from resources.settings import SAMPLE_LIBRARY_DIR
+
+CORPUS = os.path.join(os.path.dirname(sys.executable), "corpus")
+CHECKS = {"vectors_are_sane", "hnsw_index_is_valid", "chunks_are_findable", "qdrant_matches_postgres",
+          "qdrant_collection_is_green", "graph_matches_postgres", "graph_is_well_formed", "similar_edges_cross_books",
+          "stores_agree_on_every_book"}  # the last: the library report's
+
+
+def ingest(state, database_url: str, bulk: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": database_url, "CORPUS_STATE_DIR": str(state),
+           "CORPUS_LIBRARY_DIR": str(SAMPLE_LIBRARY_DIR), "CORPUS_BULK_LOAD": bulk, "COLUMNS": "200"}
+    done = subprocess.run([CORPUS, "ingest"], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def library(state, database_url: str, monkeypatch) -> dict:
+    """Everything both paths must agree on: each store's chunk ids per book, each chunk's SIMILAR
+    neighbours, and each book's latest result of every check."""
+    with psycopg.connect(database_url) as conn:
+        books = [row[0] for row in conn.execute("SELECT id FROM books ORDER BY id")]
+        rows = conn.execute("SELECT book_id, id FROM chunks").fetchall()
+        checks = conn.execute(
+            "SELECT DISTINCT ON (check_name, partition) check_name, partition, execution_status "
+            "FROM asset_check_executions ORDER BY check_name, partition, id DESC").fetchall()
+        index = conn.execute("SELECT indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                             "WHERE c.relname = 'chunks_embedding_hnsw_idx'").fetchall()
+    postgres = {book: {chunk for b, chunk in rows if b == book} for book in books}
+    monkeypatch.setenv("CORPUS_STATE_DIR", str(state))  # the CLI's Qdrant folder and graph server
+    qdrant, graph = QdrantEdgeResource(), FalkorDBResource()
+    with graph.session() as session:
+        similar = {chunk: sorted(other for other, _ in found.similar)
+                   for chunk, found in session.neighbours([c for _, c in rows]).items()}
+    return {"books": books, "postgres": postgres, "index valid": index == [(True,)],
+            "qdrant": {book: qdrant_chunk_ids(qdrant, book) for book in books},
+            "graph": {book: graph_chunk_ids(graph, book) for book in books},
+            "similar": similar, "checks": {(name, book): status for name, book, status in checks}}
+
+
+def job_runs(database_url: str) -> list[tuple[str, str, str]]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute("SELECT pipeline_name, status, run_body::json #>> '{tags,corpus/books}' FROM runs "
+                            "ORDER BY create_timestamp").fetchall()
+
+
+def test_bulk_load_gives_the_per_book_library_and_finishes_one_cut_short(
+        tmp_path, database_url, second_database_url, monkeypatch):
+    per_book, bulk = tmp_path / "per-book", tmp_path / "bulk"
+    try:
+        ingest(per_book, database_url, "never")
+        loaded = ingest(bulk, second_database_url, "always")
+        assert "bulk load of 3 books" in loaded.stdout and "ingested 3 books" in loaded.stdout
+        # The runs say what they did, in order, and which books they cover.
+        assert [(job, status) for job, status, _ in job_runs(second_database_url)] == [
+            ("defer_vector_index", "SUCCESS"), ("load_books", "SUCCESS"), ("build_vector_index", "SUCCESS"),
+            ("link_books", "SUCCESS")]
+        assert job_runs(second_database_url)[1][2] == ", ".join(sorted(p.stem for p in SAMPLE_LIBRARY_DIR.glob("*.txt")))
+
+        expected, found = library(per_book, database_url, monkeypatch), library(bulk, second_database_url, monkeypatch)
+        assert len(expected["books"]) == 3 and sum(map(len, expected["postgres"].values())) > 600
+        assert expected["index valid"] and found["index valid"]
+        for part in ("books", "postgres", "qdrant", "graph", "checks"):
+            assert found[part] == expected[part], part
+        assert set(name for name, _ in found["checks"]) == CHECKS
+        assert set(found["checks"].values()) == {"SUCCEEDED"}
+        # The HNSW index built at once and the one grown by inserts are both approximate: their
+        # neighbours may differ in a tie or a near miss, never in bulk.
+        linked = [c for c, others in expected["similar"].items() if others]
+        assert len(linked) > 50
+        same = sum(found["similar"][chunk] == expected["similar"][chunk] for chunk in expected["similar"])
+        assert same / len(expected["similar"]) >= 0.98
+
+        # A bulk load cut short after its rows went in: the index still dropped, no SIMILAR edges recorded.
+        with psycopg.connect(second_database_url, autocommit=True) as conn:
+            conn.execute("DROP INDEX chunks_embedding_hnsw_idx")
+            conn.execute("DELETE FROM book_sync WHERE target = 'similar'")
+        again = ingest(bulk, second_database_url, "never")
+        assert "HNSW index built again" in again.stdout and "ingested 3 books" in again.stdout
+        assert [job for job, _, _ in job_runs(second_database_url)][-2:] == ["build_vector_index", "ingest_books"]
+        finished = library(bulk, second_database_url, monkeypatch)
+        assert finished["index valid"] and finished["postgres"] == expected["postgres"]
+        assert set(finished["checks"].values()) == {"SUCCEEDED"}
+    finally:
+        for state in (per_book, bulk):
+            falkordb_server.stop_server(state / "falkordb")
+
+
+@pytest.mark.parametrize(("setting", "planned", "stored", "bulk"), [
+    ("auto", 499, 0, False), ("auto", 500, 0, True), ("auto", 900, 900, True), ("auto", 900, 1800, False),
+    ("always", 1, 9000, True), ("always", 0, 0, False), ("never", 9000, 0, False),
+])
+def test_a_big_plan_into_a_small_library_loads_in_bulk(monkeypatch, setting, planned, stored, bulk):
+    from corpus_assets.library_plan import bulk_load
+
+    monkeypatch.setenv("CORPUS_BULK_LOAD", setting)
+    assert bulk_load(planned, stored) is bulk
