@@ -11,6 +11,7 @@ from corpus_assets.assets.raw import raw_books
 from corpus_assets.assets.report import library_report
 from corpus_assets.checks import chunks_are_findable, hnsw_index_is_valid
 from corpus_assets.registration import register_books
+from resources import settings
 from resources.library import BookLibrary
 from resources.postgres import PostgresResource, head_revision, migrate
 
@@ -57,10 +58,10 @@ def build_hnsw_index(context: OpExecutionContext, postgres: PostgresResource) ->
     started = time.perf_counter()
     with postgres.db() as db:
         # One worker beside the leader per further core, as Postgres sizes a parallel build.
-        built = db.build_hnsw_index(parallel_workers=max((os.cpu_count() or 1) - 1, 0))
+        built = db.build_hnsw_index(settings.current().index_build_memory, max((os.cpu_count() or 1) - 1, 0))
         state, rows = db.hnsw_index_state(), db.total_chunks()
     context.add_output_metadata({
-        "built": built, "rows": rows, "seconds": round(time.perf_counter() - started, 1),
+        "built": built, "rows": rows, "maintenance_work_mem": settings.current().index_build_memory, "seconds": round(time.perf_counter() - started, 1),
         "valid": state.valid, "definition": MetadataValue.text(state.definition),
     })
 

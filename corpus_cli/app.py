@@ -86,11 +86,12 @@ def ingest(
 ) -> None:
     """Bring the stores in line with the library folder, as the library sensor does: new and changed
     books are ingested (several per Dagster run; a bad book fails alone), deleted files' books are
-    removed, unchanged books are skipped. Ends with a summary.
+    removed, unchanged books are skipped. A big plan into a small library (a first load) loads in bulk:
+    rows first, the HNSW index built once, then SIMILAR edges (CORPUS_BULK_LOAD). Ends with a summary.
 
-    Exit code 1 if some book failed; 2 for a bad argument or a store that cannot be reached; 3 if books
-    whose files are gone were kept (the library cannot be read whole, or the removal is too large:
-    --confirm-removal)."""
+    Exit code 1 if some book failed; 2 for a bad argument or setting, a store that cannot be reached, or
+    another bulk load running; 3 if books whose files are gone were kept (the library cannot be read
+    whole, or the removal is too large: --confirm-removal)."""
     from corpus_assets.assets.files import file_observations
     from corpus_assets.batches import reap_dead_runs
     from corpus_assets.library_plan import bulk_load, plan_library, record_failed_run
@@ -100,6 +101,10 @@ def ingest(
     from resources.library import BookLibrary
 
     _check_book_ids(books or [])
+    if settings.current().bulk_load not in settings.BULK_LOAD_CHOICES:
+        console.print(f"[red]corpus: {settings.BULK_LOAD_ENV} is {_safe(settings.current().bulk_load)!r}[/red]; "
+                      f"it takes {', '.join(settings.BULK_LOAD_CHOICES)}", soft_wrap=True)
+        raise typer.Exit(2)
     migrate()
     dagster = instance()
     for run in reap_dead_runs(dagster):

@@ -108,3 +108,10 @@ def test_a_big_plan_into_a_small_library_loads_in_bulk(monkeypatch, setting, pla
 
     monkeypatch.setenv("CORPUS_BULK_LOAD", setting)
     assert bulk_load(planned, stored) is bulk
+
+
+def test_a_bad_bulk_setting_is_one_line_and_changes_nothing(tmp_path):
+    env = {**os.environ, "CORPUS_STATE_DIR": str(tmp_path / "state"), "CORPUS_BULK_LOAD": "sometimes"}
+    done = subprocess.run([CORPUS, "ingest"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout.strip() == "corpus: CORPUS_BULK_LOAD is 'sometimes'; it takes auto, always, never"
+    assert not (tmp_path / "state").exists()

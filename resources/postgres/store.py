@@ -30,9 +30,6 @@ _CREATE_HNSW_INDEX = (f"CREATE INDEX IF NOT EXISTS {HNSW_INDEX} ON chunks "
 # Held (a session advisory lock) by the `corpus ingest` that loads in bulk, for its whole length: the
 # library sensor waits meanwhile, and a dropped connection (the command killed) lets it go ("bulk" in ASCII).
 BULK_LOAD_LOCK_KEY = 0x62756C6B
-# Memory for one index build: the graph of ~1M 384-d rows fits (measured in bench/hnsw_inserts.py with
-# 1GB), and a build process stays under the project's 2 GiB per process.
-INDEX_BUILD_MEMORY = "1GB"
 # Chunks keyword search scores with BM25, out of those holding the most (idf-weighted) query words.
 KEYWORD_CANDIDATES = 300
 CHUNK_COLUMNS = "id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, char_end, content_sha256"
@@ -632,13 +629,14 @@ class CorpusDB:
         self.conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")  # constant identifier
         return existed
 
-    def build_hnsw_index(self, parallel_workers: int) -> bool:
-        """Build the HNSW index over every row if it is missing (after a bulk load, or one cut short);
-        whether it was built. Readers go on meanwhile; writers of `chunks` wait for the build."""
+    def build_hnsw_index(self, memory: str, parallel_workers: int) -> bool:
+        """Build the HNSW index over every row if it is missing (after a bulk load, or one cut short), in
+        `memory` of maintenance_work_mem; whether it was built. Readers go on meanwhile; writers of
+        `chunks` wait for the build."""
         if self.hnsw_index_state().valid:
             return False
         with self.conn.transaction():
-            self.conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (INDEX_BUILD_MEMORY,))
+            self.conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (memory,))
             self.conn.execute("SELECT set_config('max_parallel_maintenance_workers', %s, true)",
                               (str(parallel_workers),))
             # A build killed midway leaves an invalid index of the same name behind: built again.
