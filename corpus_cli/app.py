@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -75,8 +76,8 @@ def register() -> None:
 def ingest(
     books: Annotated[list[str] | None, typer.Argument(help="Book ids to run again; default: the library's plan "
                                                            "(new and changed files in, deleted files out).")] = None,
-    books_per_run: Annotated[int, typer.Option(help="Most books per Dagster run (default: CORPUS_BOOKS_PER_RUN).")
-                             ] = settings.current().books_per_run,
+    books_per_run: Annotated[int | None, typer.Option(help="Most books per Dagster run (default: CORPUS_BOOKS_PER_RUN, "
+                                                           "20).")] = None,
     confirm_removal: Annotated[bool, typer.Option("--confirm-removal", help="Remove the books whose files are gone "
                                                   "even when they are many, or the library folder holds none.")] = False,
     retry_held: Annotated[bool, typer.Option("--retry-held", help="Try again the books held back after failing "
@@ -97,7 +98,7 @@ def ingest(
     from corpus_assets.library_plan import bulk_load, plan_library, record_failed_run
     from corpus_assets.partitions import books_partitions
     from corpus_cli.instance import code_location_resources, instance
-    from corpus_cli.runs import CodeLocationRuns, ensure_vector_index, ingest_in_bulk, ingest_in_runs
+    from corpus_cli.runs import CodeLocationRuns, ensure_vector_index, ingest_in_runs
     from resources.library import BookLibrary
 
     _check_book_ids(books or [])
@@ -113,6 +114,10 @@ def ingest(
     started = time.perf_counter()
     with (code_location_resources("postgres") as stores, stores.postgres.db() as db,
           CodeLocationRuns(dagster) as runs):
+        if db.bulk_load_running():  # another `corpus ingest` holds the library's index down: the sensor waits too
+            console.print("[red]corpus: another `corpus ingest` is loading books in bulk[/red]; run this one when it "
+                          "has ended")
+            raise typer.Exit(2)
         plan = plan_library(dagster, library, db, confirm_removal=confirm_removal, books_per_run=books_per_run)
         if books:
             unknown = [book for book in books if book not in plan.scan.current and book not in plan.order]
@@ -144,21 +149,20 @@ def ingest(
                            "on_log": _print_log if verbose else None,
                            "on_start": lambda total: progress.update(task, total=total),
                            "on_books_done": lambda count: progress.advance(task, count)}
-            if bulk_load(len(to_run), len(db.book_ids())):
-                with db.bulk_load_held() as held:
-                    if not held:
-                        console.print("[red]corpus: another `corpus ingest` is loading books in bulk[/red]; "
-                                      "run this one when it has ended")
-                        raise typer.Exit(2)
-                    console.print(f"bulk load of {len(to_run)} books: rows first, the HNSW index built once, then "
-                                  "SIMILAR edges (searches read the table exactly until the index is built)")
-                    outcome = ingest_in_bulk(runs, db, to_run, plan.group, plan.group_links, **callbacks)
-            else:
-                built = ensure_vector_index(runs, db) if to_run else None  # a bulk load cut short left none
-                if built is not None:
-                    console.print(f"HNSW index built again (run {built.run_id[:8]}): "
-                                  f"{'done' if built.success else built.error}", soft_wrap=True)
-                outcome = ingest_in_runs(runs, to_run, plan.group, **callbacks)
+            try:
+                if bulk_load(len(to_run), len(db.book_ids())):
+                    outcome = _ingest_in_bulk(runs, db, to_run, plan, callbacks)
+                else:
+                    built = ensure_vector_index(runs, db) if to_run else None  # a bulk load cut short left none
+                    if built is not None:
+                        console.print(f"HNSW index built again (run {built.run_id[:8]}): "
+                                      f"{'done' if built.success else built.error}", soft_wrap=True)
+                    outcome = ingest_in_runs(runs, to_run, plan.group, **callbacks)
+                    outcome = replace(outcome, runs=[built, *outcome.runs]) if built else outcome
+            except KeyboardInterrupt:
+                console.print("[yellow]corpus: interrupted; a run already started was cancelled or finished. The "
+                              "next `corpus ingest` does what is left.[/yellow]", soft_wrap=True)
+                raise typer.Exit(130) from None
         db.forget_book_failures(outcome.ingested)
     if outcome.ingested or plan.removal.books and plan.removal.allowed and not books:
         _report(dagster)
@@ -170,6 +174,26 @@ def ingest(
         raise typer.Exit(1)
     if plan.removal.books and not plan.removal.allowed and not books:
         raise typer.Exit(3)
+
+
+def _ingest_in_bulk(runs, db, to_run: list[str], plan, callbacks: dict):
+    """`ingest_in_bulk` holding the bulk-load lock, its index memory setting checked first."""
+    from corpus_cli.runs import ingest_in_bulk
+
+    memory = settings.current().index_build_memory
+    refused = db.memory_setting_refused(memory)
+    if refused:
+        console.print(f"[red]corpus: CORPUS_INDEX_BUILD_MEMORY={_safe(memory)!r} is refused by Postgres: "
+                      f"{_safe(refused)}[/red]", soft_wrap=True)
+        raise typer.Exit(2)
+    with db.bulk_load_held() as held:
+        if not held:
+            console.print("[red]corpus: another `corpus ingest` is loading books in bulk[/red]; run this one when it "
+                          "has ended")
+            raise typer.Exit(2)
+        console.print(f"bulk load of {len(to_run)} books: rows first, the HNSW index built once, then SIMILAR edges "
+                      "(searches read the table exactly until the index is built)")
+        return ingest_in_bulk(runs, db, to_run, plan.group, plan.group_links, **callbacks)
 
 
 def _report(dagster) -> None:
@@ -356,10 +380,12 @@ def status(
     table.add_row("total", "", *(f"{sum(value(b) for b in stats.books):,}" for value in columns.values()))
     console.print(table)
     disagreeing = stats.disagreeing()
+    index = "valid" if stats.hnsw_index_valid else (
+        "[red]missing or invalid[/red] (a bulk load running or cut short: its books have no SIMILAR edges until "
+        "`corpus ingest` builds the index and links them)")
     console.print(
         f"stores agree: {'yes' if not disagreeing else '[red]no[/red] for ' + ', '.join(b.book.id for b in disagreeing)}; "
-        f"HNSW index: {'valid' if stats.hnsw_index_valid else '[red]missing or invalid[/red]'}",
-        soft_wrap=True,
+        f"HNSW index: {index}", soft_wrap=True,
     )
     dagster = instance()
     # The latest run that ingested books: of `ingest_books`, or a bulk load's last step.
@@ -612,6 +638,7 @@ def main() -> None:
     from dagster_postgres.utils import DagsterPostgresException
 
     from resources.errors import SchemaOutOfDate, SearchTimeout, StoreUnavailable
+    from resources.settings import SettingError
 
     # The model's weight-loading progress bar is noise beside the ingest's own (also in the runs' processes).
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -620,7 +647,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _interrupted)
     try:
         app()
-    except (StoreUnavailable, SchemaOutOfDate, SearchTimeout) as error:
+    except (StoreUnavailable, SchemaOutOfDate, SearchTimeout, SettingError) as error:
         console.print(f"[red]corpus: {_safe(str(error))}[/red]", soft_wrap=True)
         raise SystemExit(2) from None
     except (DagsterPostgresException, sqlalchemy.exc.OperationalError) as error:

@@ -36,6 +36,20 @@ def env(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+class SettingError(ValueError):
+    """A setting the environment gives that corpus cannot use (the CLI says so in one line)."""
+
+
+def number(name: str, default: int | float, kind: type = int) -> int | float:
+    raw = env(name)
+    if raw is None:
+        return kind(default)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingError(f"{name} must be a {'whole ' if kind is int else ''}number, not {raw!r}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path
@@ -79,28 +93,28 @@ def current() -> Settings:
         neo4j_uri=env(NEO4J_URI_ENV),
         neo4j_user=env(NEO4J_USER_ENV) or "neo4j",
         embedding_model=env(MODEL_ENV) or DEFAULT_MODEL,
-        books_per_run=int(env("CORPUS_BOOKS_PER_RUN") or 20),
+        books_per_run=number("CORPUS_BOOKS_PER_RUN", 20, int),
         bulk_load=(env(BULK_LOAD_ENV) or "auto").lower(),
-        bulk_min_books=int(env("CORPUS_BULK_MIN_BOOKS") or 500),
+        bulk_min_books=number("CORPUS_BULK_MIN_BOOKS", 500, int),
         # 2.25 KB a 384-d row (64MB held 29,811 rows' graph): 1GB builds ~470k rows in memory; past
         # that pgvector inserts the rest on disk (93k rows: 52 s in memory, 304 s with 64MB).
         index_build_memory=env("CORPUS_INDEX_BUILD_MEMORY") or "1GB",
-        run_mb=float(env("CORPUS_RUN_MB") or 32),
-        max_removal_share=float(env(MAX_REMOVAL_SHARE_ENV) or 0.05),
-        max_removal_books=int(env(MAX_REMOVAL_BOOKS_ENV) or 10),
-        max_attempts=int(env("CORPUS_MAX_ATTEMPTS") or 3),
-        postgres_workers=int(env("CORPUS_POSTGRES_WORKERS") or 2),
+        run_mb=number("CORPUS_RUN_MB", 32, float),
+        max_removal_share=number(MAX_REMOVAL_SHARE_ENV, 0.05, float),
+        max_removal_books=number(MAX_REMOVAL_BOOKS_ENV, 10, int),
+        max_attempts=number("CORPUS_MAX_ATTEMPTS", 3, int),
+        postgres_workers=number("CORPUS_POSTGRES_WORKERS", 2, int),
         index_matter=(env("CORPUS_INDEX_MATTER") or "0").lower() in ("1", "true", "yes"),
-        store_retries=int(env("CORPUS_STORE_RETRIES") or 4),
-        store_retry_delay=float(env("CORPUS_STORE_RETRY_DELAY") or 2),
-        ef_search=int(env("CORPUS_EF_SEARCH") or 200),
-        search_timeout_ms=float(env(SEARCH_TIMEOUT_ENV) or 5000),
-        min_findable=float(env("CORPUS_MIN_FINDABLE") or 0.9),
-        max_book_mb=float(env(MAX_BOOK_MB_ENV) or 64),
+        store_retries=number("CORPUS_STORE_RETRIES", 4, int),
+        store_retry_delay=number("CORPUS_STORE_RETRY_DELAY", 2, float),
+        ef_search=number("CORPUS_EF_SEARCH", 200, int),
+        search_timeout_ms=number(SEARCH_TIMEOUT_ENV, 5000, float),
+        min_findable=number("CORPUS_MIN_FINDABLE", 0.9, float),
+        max_book_mb=number(MAX_BOOK_MB_ENV, 64, float),
         query_encoding=(env(QUERY_ENCODING_ENV) or "onnx").lower(),
-        pg_pool_size=int(env(PG_POOL_SIZE_ENV) or 4),
-        pg_pool_timeout=float(env("CORPUS_PG_POOL_TIMEOUT") or 10),
-        falkordb_start_timeout=float(env("CORPUS_FALKORDB_START_TIMEOUT") or 600),
+        pg_pool_size=number(PG_POOL_SIZE_ENV, 4, int),
+        pg_pool_timeout=number("CORPUS_PG_POOL_TIMEOUT", 10, float),
+        falkordb_start_timeout=number("CORPUS_FALKORDB_START_TIMEOUT", 600, float),
     )
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from corpus_assets.checks import graph_chunk_ids, qdrant_chunk_ids
 from resources.graph import FalkorDBResource, falkordb_server
+from resources.postgres.store import BULK_LOAD_LOCK_KEY
 from resources.qdrant import QdrantEdgeResource
 from resources.settings import SAMPLE_LIBRARY_DIR
 
@@ -20,11 +21,11 @@ CHECKS = {"vectors_are_sane", "hnsw_index_is_valid", "chunks_are_findable", "qdr
           "stores_agree_on_every_book"}  # the last: the library report's
 
 
-def ingest(state, database_url: str, bulk: str) -> subprocess.CompletedProcess:
+def ingest(state, database_url: str, bulk: str, exit_code: int = 0, **more_env) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": database_url, "CORPUS_STATE_DIR": str(state),
-           "CORPUS_LIBRARY_DIR": str(SAMPLE_LIBRARY_DIR), "CORPUS_BULK_LOAD": bulk, "COLUMNS": "200"}
+           "CORPUS_LIBRARY_DIR": str(SAMPLE_LIBRARY_DIR), "CORPUS_BULK_LOAD": bulk, "COLUMNS": "200", **more_env}
     done = subprocess.run([CORPUS, "ingest"], env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.returncode == exit_code, done.stdout + done.stderr
     return done
 
 
@@ -84,10 +85,19 @@ def test_bulk_load_gives_the_per_book_library_and_finishes_one_cut_short(
         same = sum(found["similar"][chunk] == expected["similar"][chunk] for chunk in expected["similar"])
         assert same / len(expected["similar"]) >= 0.98
 
+        # While a bulk load runs (it holds the lock), no other ingest touches the library, bulk or not.
+        with psycopg.connect(second_database_url, autocommit=True) as loading:
+            loading.execute("SELECT pg_advisory_lock(%s)", (BULK_LOAD_LOCK_KEY,))
+            refused = ingest(bulk, second_database_url, "never", exit_code=2)
+        assert "another `corpus ingest` is loading books in bulk" in refused.stdout
+
         # A bulk load cut short after its rows went in: the index still dropped, no SIMILAR edges recorded.
         with psycopg.connect(second_database_url, autocommit=True) as conn:
             conn.execute("DROP INDEX chunks_embedding_hnsw_idx")
             conn.execute("DELETE FROM book_sync WHERE target = 'similar'")
+        bad_memory = ingest(bulk, second_database_url, "always", exit_code=2, CORPUS_INDEX_BUILD_MEMORY="lots")
+        assert "CORPUS_INDEX_BUILD_MEMORY='lots' is refused by Postgres" in bad_memory.stdout
+        assert job_runs(second_database_url)[-1][0] == "link_books"  # refused before any run
         again = ingest(bulk, second_database_url, "never")
         assert "HNSW index built again" in again.stdout and "ingested 3 books" in again.stdout
         assert [job for job, _, _ in job_runs(second_database_url)][-2:] == ["build_vector_index", "ingest_books"]
@@ -110,8 +120,12 @@ def test_a_big_plan_into_a_small_library_loads_in_bulk(monkeypatch, setting, pla
     assert bulk_load(planned, stored) is bulk
 
 
-def test_a_bad_bulk_setting_is_one_line_and_changes_nothing(tmp_path):
-    env = {**os.environ, "CORPUS_STATE_DIR": str(tmp_path / "state"), "CORPUS_BULK_LOAD": "sometimes"}
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("CORPUS_BULK_LOAD", "sometimes", "corpus: CORPUS_BULK_LOAD is 'sometimes'; it takes auto, always, never"),
+    ("CORPUS_BULK_MIN_BOOKS", "many", "corpus: CORPUS_BULK_MIN_BOOKS must be a whole number, not 'many'"),
+])
+def test_a_bad_bulk_setting_is_one_line_and_changes_nothing(tmp_path, name, value, says):
+    env = {**os.environ, "CORPUS_STATE_DIR": str(tmp_path / "state"), name: value}
     done = subprocess.run([CORPUS, "ingest"], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2 and done.stdout.strip() == "corpus: CORPUS_BULK_LOAD is 'sometimes'; it takes auto, always, never"
+    assert done.returncode == 2 and done.stdout.strip() == says, done.stdout + done.stderr
     assert not (tmp_path / "state").exists()

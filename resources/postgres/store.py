@@ -622,6 +622,15 @@ class CorpusDB:
             (BULK_LOAD_LOCK_KEY >> 32, BULK_LOAD_LOCK_KEY & 0xFFFFFFFF),
         ).fetchone()[0]
 
+    def memory_setting_refused(self, memory: str) -> str | None:
+        """Why Postgres refuses `memory` as maintenance_work_mem (a bulk load's build), else None."""
+        try:
+            with self.conn.transaction():
+                self.conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (memory,))
+        except (psycopg.errors.InvalidParameterValue, psycopg.errors.DataException) as error:
+            return str(error).splitlines()[0]
+        return None
+
     def drop_hnsw_index(self) -> bool:
         """Drop the HNSW index before a bulk load (rows then go in without index upkeep); whether it existed.
         Searches meanwhile read the table exactly: right answers, slower."""
