@@ -79,8 +79,8 @@ defs = Definitions(
     assets=[book_files, raw_books, book_text, book_chunks, chunk_embeddings, pgvector_chunks, qdrant_points, book_graph,
             similar_chunks, library_report],
     asset_checks=book_checks,
-    jobs=[ingest_books, load_books, defer_vector_index, build_vector_index, link_books, register_books_job, remove_books, repair_stores, check_all_books, report_library,
-          maintain_postgres, merge_qdrant, migrate_corpus_db],
+    jobs=[ingest_books, load_books, defer_vector_index, build_vector_index, link_books, register_books_job, remove_books,
+          repair_stores, check_all_books, report_library, maintain_postgres, merge_qdrant, migrate_corpus_db],
     sensors=[library_sensor, library_upkeep],
     schedules=[nightly_checks, nightly_library_report, weekly_postgres_maintenance, weekly_qdrant_merge],
     resources={

@@ -1,4 +1,4 @@
-"""Jobs: register the library's books, ingest books through every stage (one job, or a bulk load's three
+"""Jobs: register the library's books, ingest books through every stage (one job, or a bulk load's four
 steps), migrate the corpus schema."""
 
 import os
@@ -55,13 +55,13 @@ def defer_vector_index():
 
 @op(description="Build the chunks' HNSW index if it is missing or invalid (after a bulk load, or one cut short).")
 def build_hnsw_index(context: OpExecutionContext, postgres: PostgresResource) -> None:
-    started = time.perf_counter()
+    started, memory = time.perf_counter(), settings.current().index_build_memory
     with postgres.db() as db:
         # One worker beside the leader per further core, as Postgres sizes a parallel build.
-        built = db.build_hnsw_index(settings.current().index_build_memory, max((os.cpu_count() or 1) - 1, 0))
+        built = db.build_hnsw_index(memory, max((os.cpu_count() or 1) - 1, 0))
         state, rows = db.hnsw_index_state(), db.total_chunks()
     context.add_output_metadata({
-        "built": built, "rows": rows, "maintenance_work_mem": settings.current().index_build_memory, "seconds": round(time.perf_counter() - started, 1),
+        "built": built, "rows": rows, "maintenance_work_mem": memory, "seconds": round(time.perf_counter() - started, 1),
         "valid": state.valid, "definition": MetadataValue.text(state.definition),
     })
 

@@ -115,9 +115,7 @@ def ingest(
     with (code_location_resources("postgres") as stores, stores.postgres.db() as db,
           CodeLocationRuns(dagster) as runs):
         if db.bulk_load_running():  # another `corpus ingest` holds the library's index down: the sensor waits too
-            console.print("[red]corpus: another `corpus ingest` is loading books in bulk[/red]; run this one when it "
-                          "has ended")
-            raise typer.Exit(2)
+            raise _another_bulk_load()
         plan = plan_library(dagster, library, db, confirm_removal=confirm_removal, books_per_run=books_per_run)
         if books:
             unknown = [book for book in books if book not in plan.scan.current and book not in plan.order]
@@ -176,6 +174,11 @@ def ingest(
         raise typer.Exit(3)
 
 
+def _another_bulk_load() -> typer.Exit:
+    console.print("[red]corpus: another `corpus ingest` is loading books in bulk[/red]; run this one when it has ended")
+    return typer.Exit(2)
+
+
 def _ingest_in_bulk(runs, db, to_run: list[str], plan, callbacks: dict):
     """`ingest_in_bulk` holding the bulk-load lock, its index memory setting checked first."""
     from corpus_cli.runs import ingest_in_bulk
@@ -188,9 +191,7 @@ def _ingest_in_bulk(runs, db, to_run: list[str], plan, callbacks: dict):
         raise typer.Exit(2)
     with db.bulk_load_held() as held:
         if not held:
-            console.print("[red]corpus: another `corpus ingest` is loading books in bulk[/red]; run this one when it "
-                          "has ended")
-            raise typer.Exit(2)
+            raise _another_bulk_load()
         console.print(f"bulk load of {len(to_run)} books: rows first, the HNSW index built once, then SIMILAR edges "
                       "(searches read the table exactly until the index is built)")
         return ingest_in_bulk(runs, db, to_run, plan.group, plan.group_links, **callbacks)

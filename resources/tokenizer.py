@@ -76,12 +76,12 @@ class _SpanCounter:
         """Where `piece` is in the text: the chunker asks about pieces near the last one."""
         if not piece:
             return None
-        for start in (self._hint, max(self._hint - 4 * len(piece), 0), 0):
-            at = self._text.find(piece, start)
-            if at >= 0:
-                self._hint = at
-                return at
-        return None
+        at = self._text.find(piece, self._hint)
+        if at < 0:
+            at = self._text.find(piece)  # any occurrence counts alike: its ends are checked
+        if at >= 0:
+            self._hint = at
+        return at if at >= 0 else None
 
     def _between_words(self, position: int) -> bool:
         word = bisect_left(self._word_starts, position) - 1  # the last word starting before `position`

@@ -627,7 +627,7 @@ class CorpusDB:
         try:
             with self.conn.transaction():
                 self.conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (memory,))
-        except (psycopg.errors.InvalidParameterValue, psycopg.errors.DataException) as error:
+        except psycopg.errors.DataError as error:  # 22023: not a size, or outside Postgres's range
             return str(error).splitlines()[0]
         return None
 
@@ -648,7 +648,7 @@ class CorpusDB:
             self.conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (memory,))
             self.conn.execute("SELECT set_config('max_parallel_maintenance_workers', %s, true)",
                               (str(parallel_workers),))
-            # A build killed midway leaves an invalid index of the same name behind: built again.
+            # An invalid index (a REINDEX CONCURRENTLY cut short) is dropped and built again.
             self.conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
             self.conn.execute(_CREATE_HNSW_INDEX)
         return True
