@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-retrieval bench-retrieval-eval bench-chunk-size bench-scale bench-bulk bench-chunking ui-check clean
+.PHONY: setup demo dev test test-slow bench bench-large bench-bad-batch bench-sensor bench-structure bench-retrieval bench-retrieval-eval bench-chunk-size bench-scale bench-bulk bench-chunking bench-halfvec ui-check clean
 
 # The stamp is rebuilt when the dependency files change; `pip install` is idempotent anyway.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -86,6 +86,11 @@ bench-chunking: setup
 # both libraries agree (~30 min on 2 cores); results in bench/results/bulk_load.md.
 bench-bulk: setup
 	$(BIN)/python bench/bulk_load.py
+
+# On the 70-book library `make bench-retrieval-eval` leaves (real MiniLM vectors); HALFVEC_STATE for another.
+HALFVEC_STATE ?= bench/.state/eval/default/state
+bench-halfvec: setup
+	$(BIN)/python bench/halfvec.py --state $(HALFVEC_STATE) --label minilm_70_books
 
 # The pipeline at the mission's shape: 9,000 synthetic books (~1.35M chunks) with a stand-in encoder,
 # in waves of 10 %; BOOKS=300 for a quick look (needs ../shared for the prose). A run cut off between

@@ -117,6 +117,7 @@ def index_recall() -> dict:
     import numpy as np
 
     from resources.embedding import EmbeddingModel
+    from resources.postgres.store import NEAREST_TO_QUERY
     from scale import corpus_connection
 
     with corpus_connection() as conn:
@@ -132,7 +133,7 @@ def index_recall() -> dict:
         for ef in EF:
             conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(ef),))
             found[f"ef {ef}"] = timed(lambda q: [r[0] for r in conn.execute(
-                "SELECT id FROM chunks ORDER BY embedding <=> %s LIMIT 10", (q,), prepare=False)],
+                f"SELECT id FROM chunks ORDER BY {NEAREST_TO_QUERY} LIMIT 10", {"query": q}, prepare=False)],
                 encoded[:QUERIES], truth)
         return found
 

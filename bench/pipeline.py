@@ -314,6 +314,8 @@ def percentiles(samples: list[float]) -> dict:
 def pgvector_search(conn, vectors: np.ndarray, exact: np.ndarray, ids: np.ndarray, ef_search: int,
                     book_ids: list[str | None]) -> dict:
     """Top-10 through the HNSW index: latency and recall@10 against `exact` (ids by brute force)."""
+    from resources.postgres.store import NEAREST_TO_QUERY
+
     # Literal SET values, not bound parameters: psycopg prepares repeated statements, and a
     # prepared plan would not see a later SET.
     conn.execute(f"SET hnsw.ef_search = {int(ef_search)}")
@@ -323,8 +325,8 @@ def pgvector_search(conn, vectors: np.ndarray, exact: np.ndarray, ids: np.ndarra
         started = time.perf_counter()
         rows = conn.execute(
             "SELECT id FROM chunks WHERE %(book)s::text IS NULL OR book_id = %(book)s "
-            "ORDER BY embedding <=> %(q)s LIMIT 10",
-            {"q": vector, "book": book_id}, prepare=False,
+            f"ORDER BY {NEAREST_TO_QUERY} LIMIT 10",
+            {"query": vector, "book": book_id}, prepare=False,
         ).fetchall()
         latencies.append(time.perf_counter() - started)
         full.append(len(rows) == len(truth))

@@ -446,6 +446,7 @@ def search(queries: int) -> dict:
     """Top-10 latency (warm process) and recall@10 against exact search, over the whole corpus."""
     from resources import settings
     from resources.embedding import EmbeddingModel
+    from resources.postgres.store import NEAREST_TO_QUERY
     from resources.qdrant import QdrantEdgeResource
 
     with corpus_connection() as conn:
@@ -467,11 +468,11 @@ def search(queries: int) -> dict:
             conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(ef),))
             conn.execute("SET hnsw.iterative_scan = off")
             pgvector = timed(lambda q: [r[0] for r in conn.execute(
-                "SELECT id FROM chunks ORDER BY embedding <=> %s LIMIT 10", (q,), prepare=False)], warm, truth)
+                f"SELECT id FROM chunks ORDER BY {NEAREST_TO_QUERY} LIMIT 10", {"query": q}, prepare=False)], warm, truth)
             conn.execute("SET hnsw.iterative_scan = relaxed_order")
             pgvector["filtered_search_p95_ms"] = timed(lambda q: [r[0] for r in conn.execute(
-                "SELECT id FROM chunks WHERE book_id = %s ORDER BY embedding <=> %s LIMIT 10", (book, q),
-                prepare=False)], warm, truth_book)["p95_ms"]
+                f"SELECT id FROM chunks WHERE book_id = %(book)s ORDER BY {NEAREST_TO_QUERY} LIMIT 10",
+                {"book": book, "query": q}, prepare=False)], warm, truth_book)["p95_ms"]
             with QdrantEdgeResource(hnsw_ef=ef).shared_reads() as reads:  # held as `corpus serve` holds it
                 with reads.open():
                     pass

@@ -58,11 +58,17 @@ def build_hnsw_index(context: OpExecutionContext, postgres: PostgresResource) ->
     started, memory = time.perf_counter(), settings.current().index_build_memory
     with postgres.db() as db:
         # One worker beside the leader per further core, as Postgres sizes a parallel build.
-        built = db.build_hnsw_index(memory, max((os.cpu_count() or 1) - 1, 0))
+        build = db.build_hnsw_index(memory, max((os.cpu_count() or 1) - 1, 0))
         state, rows = db.hnsw_index_state(), db.total_chunks()
+    if build.rows_in_memory is not None:
+        context.log.warning(f"the index's graph outgrew CORPUS_INDEX_BUILD_MEMORY={memory} after "
+                            f"{build.rows_in_memory:,} of {rows:,} rows: the rest went in at insert cost "
+                            "(several times slower); raise it for the next build")
     context.add_output_metadata({
-        "built": built, "rows": rows, "maintenance_work_mem": memory, "seconds": round(time.perf_counter() - started, 1),
-        "valid": state.valid, "definition": MetadataValue.text(state.definition),
+        "built": build.built, "rows": rows, "maintenance_work_mem": memory,
+        "rows held in memory": rows if build.rows_in_memory is None else build.rows_in_memory,
+        "seconds": round(time.perf_counter() - started, 1), "valid": state.valid,
+        "definition": MetadataValue.text(state.definition),
     })
 
 

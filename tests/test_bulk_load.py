@@ -2,15 +2,19 @@
 then SIMILAR edges) gives the same library as the per-book path, and one cut short is finished by the next
 ingest."""
 
+import logging
 import os
 import subprocess
 import sys
 
 import psycopg
 import pytest
+from dagster import DagsterInstance
 
 from corpus_assets.checks import graph_chunk_ids, qdrant_chunk_ids
+from corpus_assets.jobs import build_vector_index
 from resources.graph import FalkorDBResource, falkordb_server
+from resources.postgres import PostgresResource
 from resources.postgres.store import BULK_LOAD_LOCK_KEY
 from resources.qdrant import QdrantEdgeResource
 from resources.settings import SAMPLE_LIBRARY_DIR
@@ -129,3 +133,39 @@ def test_a_bad_bulk_setting_is_one_line_and_changes_nothing(tmp_path, name, valu
     done = subprocess.run([CORPUS, "ingest"], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout.strip() == says, done.stdout + done.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_an_index_build_says_when_its_memory_held_only_part_of_the_graph(database_url, monkeypatch):
+    """pgvector builds fast only while the graph fits in maintenance_work_mem; past it, the rest of the rows
+    go in at insert cost. The run's metadata and log say so, with the rows the memory held."""
+    rows = 1500  # ~1.5 KB a row of halfvec graph: more than 1MB (Postgres's least) holds
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO books (id, title, source_file, content_sha256, bytes, encoding, chapter_count, "
+                     "chunk_count) VALUES ('b', 'B', 'b.txt', repeat('0', 64), 1, 'utf-8', 1, %s)", (rows,))
+        conn.execute(
+            "INSERT INTO chunks (id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, "
+            "char_end, content_sha256, embedding, model, text_config) "
+            "SELECT 'c' || n, 'b', n, 0, '', 'text', 1, 0, 1, repeat('0', 64), "
+            "(SELECT array_agg(random() - 0.5)::vector(384) FROM generate_series(1, 384) WHERE n > 0), 'm', 'simple' "
+            "FROM generate_series(1, %s) n", (rows,))
+        conn.execute("DROP INDEX chunks_embedding_hnsw_idx")
+    resources = {"postgres": PostgresResource(database_url=database_url)}
+
+    def build(memory: str) -> tuple[dict, list[str]]:
+        monkeypatch.setenv("CORPUS_INDEX_BUILD_MEMORY", memory)
+        instance = DagsterInstance.ephemeral()
+        result = build_vector_index.execute_in_process(resources=resources, instance=instance)
+        assert result.success
+        (output,) = [event for event in result.all_events if event.event_type_value == "STEP_OUTPUT"]
+        metadata = {key: value.value for key, value in output.step_output_data.metadata.items()}
+        warnings = [entry.user_message for entry in instance.all_logs(result.run_id) if entry.level == logging.WARNING]
+        return metadata, warnings
+
+    spilled, said = build("1MB")
+    assert spilled["built"] and spilled["valid"] and spilled["rows"] == rows
+    assert 0 < spilled["rows held in memory"] < rows, spilled
+    assert any("outgrew CORPUS_INDEX_BUILD_MEMORY=1MB" in line for line in said), said
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP INDEX chunks_embedding_hnsw_idx")
+    whole, said = build("64MB")
+    assert whole["built"] and whole["rows held in memory"] == rows and not said

@@ -35,7 +35,7 @@ def test_upgrade_head_creates_the_schema(database_url):
     assert {"books", "chunks", "book_sync", "library_files", "corpus_alembic_version"} <= tables(database_url)
     defs = indexes(database_url)
     hnsw = defs["chunks_embedding_hnsw_idx"]
-    assert "USING hnsw (embedding vector_cosine_ops)" in hnsw
+    assert "USING hnsw (((embedding)::halfvec(384)) halfvec_cosine_ops)" in hnsw
     assert "m='16'" in hnsw and "ef_construction='128'" in hnsw
     assert "(book_id, ordinal)" in defs["chunks_book_id_ordinal_key"]
     assert "content_sha256" in defs["chunks_content_sha256_idx"]
@@ -51,6 +51,8 @@ def test_alembic_command_line_upgrades_and_downgrades(database_url):
     alembic(database_url, "upgrade", "head")
     assert {"books", "chunks", "book_sync"} <= tables(database_url)
     assert f"{head_revision()} (head)" in alembic(database_url, "current").stdout
+    alembic(database_url, "downgrade", "0010")
+    assert "USING hnsw (embedding vector_cosine_ops)" in indexes(database_url)["chunks_embedding_hnsw_idx"]
     alembic(database_url, "downgrade", "0004")
     assert "library_files" not in tables(database_url)
     alembic(database_url, "downgrade", "0002")

@@ -1,0 +1,140 @@
+"""`make bench-halfvec`: the pgvector HNSW index over `vector` against one over `halfvec`, side by side (#33).
+
+A bulk load builds the index once in maintenance_work_mem; past what that holds, the rest of the rows
+go in at insert cost (93k rows: 52 s in memory, 304 s spilled). halfvec (16-bit floats) halves each
+vector, so more rows fit the same memory and the index reads fewer pages per search. This measures
+what it costs in recall, on a state folder a bench left: each index built in the same memory, rows
+held in 16MB (from pgvector's notice when the graph stops fitting), build seconds, size, and search
+p50 / p95 and recall@10 by id against exact float32 search, for the same queries (first sentences of
+sampled chunks, encoded by the state's model) at the SIMILAR search's ef 40 and search's ef 200.
+
+    .venv/bin/python bench/halfvec.py --state bench/.state/eval/default/state [--model PATH] [--label real]
+
+The state's own index is dropped first (each variant is built alone, under its own name) and built
+again at the end.
+Writes bench/results/halfvec_<label>.json; bench/results/halfvec.md holds every label measured.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+
+PROJECT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT))
+sys.path.insert(0, str(PROJECT / "bench"))
+
+from resources.postgres.store import CorpusDB  # noqa: E402
+from scale import Truth, corpus_connection, own_servers, stored_vectors, timed  # noqa: E402
+
+RESULTS = PROJECT / "bench" / "results"
+QUERIES = 200
+EF = (40, 200)
+PROBE_MEMORY = "16MB"  # small enough that the graph stops fitting early; the probe is then cancelled
+BUILD_MEMORY = "1GB"  # CORPUS_INDEX_BUILD_MEMORY's default: every state measured here fits in it
+WITH = "WITH (m = 16, ef_construction = 128)"  # the shipped index's parameters
+WORKERS = max(0, (os.cpu_count() or 1) - 1)  # parallel build workers, as a bulk load's build
+VARIANTS = {
+    "vector": {"index": "chunks_embedding_vector_bench", "expression": "embedding", "ops": "vector_cosine_ops",
+               "order": "embedding <=> %s::vector"},
+    "halfvec": {"index": "chunks_embedding_halfvec_bench", "expression": "(embedding::halfvec(384))",
+                "ops": "halfvec_cosine_ops", "order": "embedding::halfvec(384) <=> %s::halfvec(384)"},
+}
+_FITS = re.compile(r"no longer fits into maintenance_work_mem after ([0-9]+) tuples")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state", type=Path, required=True, help="a CORPUS_STATE_DIR a bench left")
+    parser.add_argument("--model", help="the state's embedding model (CORPUS_EMBEDDING_MODEL), if not the default")
+    parser.add_argument("--label", required=True)
+    args = parser.parse_args()
+    os.environ.update({"CORPUS_STATE_DIR": str(args.state.resolve()), "HF_HUB_OFFLINE": "1"})
+    if args.model:
+        os.environ["CORPUS_EMBEDDING_MODEL"] = args.model
+    own_servers(args.state.resolve())
+    with corpus_connection() as conn:
+        ids, _, corpus = stored_vectors(conn)
+        queries, warm = query_vectors(conn, ids)
+        truth = Truth(corpus, ids, {chunk: row for row, chunk in enumerate(ids)}, queries)
+        db = CorpusDB(conn)
+        db.drop_hnsw_index()  # each variant alone: the planner then uses the one its ORDER BY names
+        notices: list[str] = []
+        conn.add_notice_handler(lambda diagnostic: notices.append(diagnostic.message_primary or ""))
+        result = {"label": args.label, "rows": len(ids), "dimensions": int(corpus.shape[1]), "variants": {}}
+        for name, variant in VARIANTS.items():
+            result["variants"][name] = measure(conn, variant, truth, warm, notices)
+            print(name, json.dumps(result["variants"][name]), flush=True)
+        for variant in VARIANTS.values():
+            conn.execute(f"DROP INDEX IF EXISTS {variant['index']}")
+        db.build_hnsw_index(BUILD_MEMORY, WORKERS)  # the state as it was
+    (RESULTS / f"halfvec_{args.label}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_markdown()
+
+
+def query_vectors(conn, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from resources.embedding import EmbeddingModel
+
+    sample = np.random.default_rng(7).choice(len(ids), 2 * QUERIES, replace=False)
+    texts = dict(conn.execute("SELECT id, text FROM chunks WHERE id = ANY(%s)", (list(ids[sample]),)).fetchall())
+    encoded = EmbeddingModel().load().encode([texts[i].split(". ")[0][:300] for i in ids[sample]],
+                                             normalize_embeddings=True, convert_to_numpy=True)
+    return encoded[QUERIES:], encoded[:QUERIES]
+
+
+def measure(conn, variant: dict, truth: Truth, warm: np.ndarray, notices: list[str]) -> dict:
+    # Rows the probe memory holds: pgvector says when the graph stops fitting; the build is then cut short.
+    conn.execute(f"DROP INDEX IF EXISTS {variant['index']}")
+    notices.clear()
+    conn.execute("SET statement_timeout = '60s'")
+    with contextlib.suppress(psycopg.errors.QueryCanceled):  # the timeout is the point
+        build(conn, variant, PROBE_MEMORY, workers=0)
+    conn.execute("RESET statement_timeout")
+    held = [int(m.group(1)) for m in map(_FITS.search, notices) if m]
+    conn.execute(f"DROP INDEX IF EXISTS {variant['index']}")
+    started = time.perf_counter()
+    build(conn, variant, BUILD_MEMORY)
+    seconds = time.perf_counter() - started
+    (size,) = conn.execute("SELECT pg_relation_size(%s::regclass)", (variant["index"],)).fetchone()
+    searches = {}
+    for ef in EF:
+        conn.execute("SELECT set_config('hnsw.ef_search', %s, false)", (str(ef),))
+        searches[f"ef {ef}"] = timed(lambda q: [r[0] for r in conn.execute(
+            f"SELECT id FROM chunks ORDER BY {variant['order']} LIMIT 10", (q,), prepare=False)], warm, truth)
+    return {"rows_in_16MB": held[0] if held else None,
+            "bytes_per_row_in_memory": round(16 * 2**20 / held[0]) if held else None,
+            "build_seconds": round(seconds, 1), "index_mb": round(size / 2**20, 1), "search": searches}
+
+
+def build(conn, variant: dict, memory: str, workers: int = WORKERS) -> None:
+    with conn.transaction():
+        conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (memory,))
+        conn.execute("SELECT set_config('max_parallel_maintenance_workers', %s, true)", (str(workers),))
+        conn.execute(f"CREATE INDEX {variant['index']} ON chunks USING hnsw ({variant['expression']} "
+                     f"{variant['ops']}) {WITH}")
+
+
+def write_markdown() -> None:
+    lines = ["pgvector HNSW over `vector` and over `halfvec` (`bench/halfvec.py`), each built in the same state "
+             f"(m 16, ef_construction 128, {BUILD_MEMORY}); recall@10 by id against exact float32 search, "
+             f"{QUERIES} queries; p50 / p95 ms.", "",
+             "| state | rows | index | bytes a row in memory | build s | index MB | ef 40 | ef 200 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for path in sorted(RESULTS.glob("halfvec_*.json")):
+        r = json.loads(path.read_text())
+        for name, v in r["variants"].items():
+            cells = [f"{s['p50_ms']} / {s['p95_ms']}, {s['recall_at_10']}" for s in v["search"].values()]
+            lines.append(f"| {r['label']} | {r['rows']:,} | {name} | {v['bytes_per_row_in_memory']} | "
+                         f"{v['build_seconds']} | {v['index_mb']} | " + " | ".join(cells) + " |")
+    (RESULTS / "halfvec.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
