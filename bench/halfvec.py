@@ -8,7 +8,8 @@ held in 16MB (from pgvector's notice when the graph stops fitting), build second
 p50 / p95 and recall@10 by id against exact float32 search, for the same queries (first sentences of
 sampled chunks, encoded by the state's model) at the SIMILAR search's ef 40 and search's ef 200.
 
-    .venv/bin/python bench/halfvec.py --state bench/.state/eval/default/state [--model PATH] [--label real]
+    .venv/bin/python bench/halfvec.py --state bench/.state/eval/default/state [--model PATH] --label real
+    .venv/bin/python bench/halfvec.py --rows 1390000   # the shipped build at the mission's size
 
 The state's own index is dropped first (each variant is built alone, under its own name) and built
 again at the end.
@@ -20,6 +21,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,7 +33,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "bench"))
 
-from resources.postgres.store import CorpusDB  # noqa: E402
+from resources.postgres.store import HNSW_INDEX, CorpusDB  # noqa: E402
 from scale import Truth, corpus_connection, own_servers, stored_vectors, timed  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results"
@@ -52,10 +54,15 @@ _FITS = re.compile(r"no longer fits into maintenance_work_mem after ([0-9]+) tup
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--state", type=Path, required=True, help="a CORPUS_STATE_DIR a bench left")
+    parser.add_argument("--state", type=Path, help="a CORPUS_STATE_DIR a bench left")
     parser.add_argument("--model", help="the state's embedding model (CORPUS_EMBEDDING_MODEL), if not the default")
-    parser.add_argument("--label", required=True)
+    parser.add_argument("--label")
+    parser.add_argument("--rows", type=int, help="instead: the shipped build over this many random vectors")
     args = parser.parse_args()
+    if args.rows:
+        return build_at_size(args.rows)
+    if not (args.state and args.label):
+        parser.error("--state and --label, or --rows")
     os.environ.update({"CORPUS_STATE_DIR": str(args.state.resolve()), "HF_HUB_OFFLINE": "1"})
     if args.model:
         os.environ["CORPUS_EMBEDDING_MODEL"] = args.model
@@ -76,6 +83,46 @@ def main() -> None:
             conn.execute(f"DROP INDEX IF EXISTS {variant['index']}")
         db.build_hnsw_index(BUILD_MEMORY, WORKERS)  # the state as it was
     (RESULTS / f"halfvec_{args.label}.json").write_text(json.dumps(result, indent=1) + "\n")
+    write_markdown()
+
+
+def build_at_size(rows: int) -> None:
+    """The index as shipped (`CorpusDB.build_hnsw_index`, CORPUS_INDEX_BUILD_MEMORY's default) over `rows`
+    random unit vectors in a scratch state: whether its graph fit in memory, the build's seconds, its size.
+    (Random vectors measure memory and time; recall on them says nothing of books.)"""
+    from resources import settings
+
+    state = PROJECT / "bench" / ".state" / "halfvec_build"
+    shutil.rmtree(state, ignore_errors=True)
+    os.environ["CORPUS_STATE_DIR"] = str(state)
+    own_servers(state)
+    memory = settings.current().index_build_memory
+    with corpus_connection() as conn:
+        db = CorpusDB(conn)
+        db.drop_hnsw_index()
+        conn.execute("INSERT INTO books (id, title, source_file, content_sha256, bytes, encoding, chapter_count, "
+                     "chunk_count) VALUES ('b', 'B', 'b.txt', repeat('0', 64), 1, 'utf-8', 1, %s)", (rows,))
+        started = time.perf_counter()
+        for first in range(0, rows, 50_000):
+            conn.execute(
+                "INSERT INTO chunks (id, book_id, ordinal, chapter_index, chapter, text, token_count, char_start, "
+                "char_end, content_sha256, embedding, model, text_config) "
+                "SELECT 'c' || n, 'b', n, 0, '', '', 1, 0, 1, repeat('0', 64), l2_normalize("
+                "(SELECT array_agg(random_normal()) FROM generate_series(1, 384) WHERE n >= 0)::vector(384)), 'm', "
+                "'simple' FROM generate_series(%s::int, %s::int) n", (first, min(first + 50_000, rows) - 1))
+        loading = time.perf_counter() - started
+        conn.execute("VACUUM ANALYZE chunks")
+        started = time.perf_counter()
+        build = db.build_hnsw_index(memory, WORKERS)
+        seconds = time.perf_counter() - started
+        (size,) = conn.execute("SELECT pg_relation_size(%s::regclass)", (HNSW_INDEX,)).fetchone()
+    result = {"rows": rows, "maintenance_work_mem": memory, "parallel_workers": WORKERS,
+              "graph_fit_in_memory": build.rows_in_memory is None, "rows_in_memory": build.rows_in_memory or rows,
+              "build_seconds": round(seconds, 1), "index_mb": round(size / 2**20, 1),
+              "load_seconds": round(loading, 1)}
+    print(json.dumps(result), flush=True)
+    (RESULTS / f"halfvec_build_{rows}.json").write_text(json.dumps(result, indent=1) + "\n")
+    shutil.rmtree(state, ignore_errors=True)
     write_markdown()
 
 
@@ -128,11 +175,21 @@ def write_markdown() -> None:
              "| state | rows | index | bytes a row in memory | build s | index MB | ef 40 | ef 200 |",
              "|---|---|---|---|---|---|---|---|"]
     for path in sorted(RESULTS.glob("halfvec_*.json")):
+        if path.name.startswith("halfvec_build_"):
+            continue
         r = json.loads(path.read_text())
         for name, v in r["variants"].items():
             cells = [f"{s['p50_ms']} / {s['p95_ms']}, {s['recall_at_10']}" for s in v["search"].values()]
             lines.append(f"| {r['label']} | {r['rows']:,} | {name} | {v['bytes_per_row_in_memory']} | "
                          f"{v['build_seconds']} | {v['index_mb']} | " + " | ".join(cells) + " |")
+    builds = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("halfvec_build_*.json"))]
+    if builds:
+        lines += ["", "The shipped build (`--rows N`: random unit vectors, the default CORPUS_INDEX_BUILD_MEMORY):", "",
+                  "| rows | maintenance_work_mem | graph in memory | build s | index MB |", "|---|---|---|---|---|"]
+        for b in builds:
+            held = "all" if b["graph_fit_in_memory"] else f"{b['rows_in_memory']:,} rows"
+            lines.append(f"| {b['rows']:,} | {b['maintenance_work_mem']} | {held} | {b['build_seconds']} | "
+                         f"{b['index_mb']} |")
     (RESULTS / "halfvec.md").write_text("\n".join(lines) + "\n")
 
 
