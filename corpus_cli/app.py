@@ -180,15 +180,9 @@ def _another_bulk_load() -> typer.Exit:
 
 
 def _ingest_in_bulk(runs, db, to_run: list[str], plan, callbacks: dict):
-    """`ingest_in_bulk` holding the bulk-load lock, its index memory setting checked first."""
+    """`ingest_in_bulk` holding the bulk-load lock (its index memory setting was checked by `migrate`)."""
     from corpus_cli.runs import ingest_in_bulk
 
-    memory = settings.current().index_build_memory
-    refused = db.memory_setting_refused(memory)
-    if refused:
-        console.print(f"[red]corpus: CORPUS_INDEX_BUILD_MEMORY={_safe(memory)!r} is refused by Postgres: "
-                      f"{_safe(refused)}[/red]", soft_wrap=True)
-        raise typer.Exit(2)
     with db.bulk_load_held() as held:
         if not held:
             raise _another_bulk_load()

@@ -42,10 +42,14 @@ def _alembic_config(url: str):
 
 
 def migrate(url: str) -> None:
-    """Bring the schema at `url` to Alembic `head`, serialized across processes."""
+    """Bring the schema at `url` to Alembic `head`, serialized across processes. A CORPUS_INDEX_BUILD_MEMORY
+    Postgres refuses is a SettingError first: a migration or an ingest may build the HNSW index with it."""
     from alembic import command
 
     with psycopg.connect(url, autocommit=True) as lock_conn:
+        if refused := CorpusDB(lock_conn).memory_setting_refused(settings.current().index_build_memory):
+            raise settings.SettingError(f"CORPUS_INDEX_BUILD_MEMORY={settings.current().index_build_memory!r} "
+                                        f"is refused by Postgres: {refused}")
         lock_conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
         try:
             command.upgrade(_alembic_config(url), "head")

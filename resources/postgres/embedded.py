@@ -22,7 +22,8 @@ DATABASES = ("corpus", "dagster")
 # Server settings beyond the defaults (kept in postgresql.auto.conf). HNSW inserts and searches walk
 # the index page by page: 128MB of shared buffers cannot hold it past ~50k chunks (1GB made search at
 # 100k ~30% faster), and past 1GB (~500k chunks) every miss is a read from the page cache. A quarter
-# of the RAM, 1-4GB: the index of 1.35M chunks is ~2.6GB. Pages are only taken as they are used.
+# of the RAM, 1-4GB: the index of 1.39M chunks is ~1.5GB (halfvec; 2.6GB over float32 vectors). Pages
+# are only taken as they are used.
 # pg_prewarm's autoprewarm (Postgres contrib) saves the list of buffered pages at shutdown and every
 # 5 minutes (a crash or power cut loses at most that) and reads them back in the background at start:
 # after a restart or reboot, searches find the index in memory (1.4M chunks, first searches after a

@@ -656,9 +656,13 @@ class CorpusDB:
 
     def build_hnsw_index(self, memory: str, parallel_workers: int) -> IndexBuild:
         """Build the HNSW index over every row if it is missing (after a bulk load, or one cut short), in
-        `memory` of maintenance_work_mem. Readers go on meanwhile; writers of `chunks` wait for the build."""
+        `memory` of maintenance_work_mem. Readers go on meanwhile (scanning the table); writers of `chunks`
+        wait for the build."""
         if self.hnsw_index_state().valid:
             return IndexBuild(built=False, rows_in_memory=None)
+        # An invalid index (a REINDEX CONCURRENTLY cut short) is dropped first, on its own: a DROP holds
+        # off readers until its transaction ends.
+        self.conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")  # constant identifier
         notices: list[str] = []
 
         def handler(diagnostic: psycopg.errors.Diagnostic) -> None:
@@ -670,8 +674,8 @@ class CorpusDB:
                 self.conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (memory,))
                 self.conn.execute("SELECT set_config('max_parallel_maintenance_workers', %s, true)",
                                   (str(parallel_workers),))
-                # An invalid index (a REINDEX CONCURRENTLY cut short) is dropped and built again.
-                self.conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+                # The notice below is how a build that outgrew its memory is known: never filtered out.
+                self.conn.execute("SELECT set_config('client_min_messages', 'notice', true)")
                 self.conn.execute(_CREATE_HNSW_INDEX)
         finally:
             self.conn.remove_notice_handler(handler)
