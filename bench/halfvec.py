@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import sys
 import time
@@ -33,7 +32,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "bench"))
 
-from resources.postgres.store import HNSW_INDEX, CorpusDB  # noqa: E402
+from resources.postgres.store import BUILD_WORKERS, GRAPH_SPILLED, HNSW_INDEX, CorpusDB  # noqa: E402
 from scale import Truth, corpus_connection, own_servers, stored_vectors, timed  # noqa: E402
 
 RESULTS = PROJECT / "bench" / "results"
@@ -42,14 +41,12 @@ EF = (40, 200)
 PROBE_MEMORY = "16MB"  # small enough that the graph stops fitting early; the probe is then cancelled
 BUILD_MEMORY = "1GB"  # both variants' graphs of every state measured here fit in it
 WITH = "WITH (m = 16, ef_construction = 128)"  # the shipped index's parameters
-WORKERS = max(0, (os.cpu_count() or 1) - 1)  # parallel build workers, as a bulk load's build
 VARIANTS = {
     "vector": {"index": "chunks_embedding_vector_bench", "expression": "embedding", "ops": "vector_cosine_ops",
                "order": "embedding <=> %s::vector"},
     "halfvec": {"index": "chunks_embedding_halfvec_bench", "expression": "(embedding::halfvec(384))",
                 "ops": "halfvec_cosine_ops", "order": "embedding::halfvec(384) <=> %s::halfvec(384)"},
 }
-_FITS = re.compile(r"no longer fits into maintenance_work_mem after ([0-9]+) tuples")
 
 
 def main() -> None:
@@ -81,7 +78,7 @@ def main() -> None:
             print(name, json.dumps(result["variants"][name]), flush=True)
         for variant in VARIANTS.values():
             conn.execute(f"DROP INDEX IF EXISTS {variant['index']}")
-        db.build_hnsw_index(BUILD_MEMORY, WORKERS)  # the state as it was
+        db.build_hnsw_index(BUILD_MEMORY)  # the state as it was
     (RESULTS / f"halfvec_{args.label}.json").write_text(json.dumps(result, indent=1) + "\n")
     write_markdown()
 
@@ -113,10 +110,10 @@ def build_at_size(rows: int) -> None:
         loading = time.perf_counter() - started
         conn.execute("VACUUM ANALYZE chunks")
         started = time.perf_counter()
-        build = db.build_hnsw_index(memory, WORKERS)
+        build = db.build_hnsw_index(memory)
         seconds = time.perf_counter() - started
         (size,) = conn.execute("SELECT pg_relation_size(%s::regclass)", (HNSW_INDEX,)).fetchone()
-    result = {"rows": rows, "maintenance_work_mem": memory, "parallel_workers": WORKERS,
+    result = {"rows": rows, "maintenance_work_mem": memory, "parallel_workers": BUILD_WORKERS,
               "graph_fit_in_memory": build.rows_in_memory is None,
               "rows_in_memory": rows if build.rows_in_memory is None else build.rows_in_memory,
               "build_seconds": round(seconds, 1), "index_mb": round(size / 2**20, 1),
@@ -145,7 +142,7 @@ def measure(conn, variant: dict, truth: Truth, warm: np.ndarray, notices: list[s
     with contextlib.suppress(psycopg.errors.QueryCanceled):  # the timeout is the point
         build(conn, variant, PROBE_MEMORY, workers=0)
     conn.execute("RESET statement_timeout")
-    held = [int(m.group(1)) for m in map(_FITS.search, notices) if m]
+    held = [int(m.group(1)) for m in map(GRAPH_SPILLED.search, notices) if m]
     conn.execute(f"DROP INDEX IF EXISTS {variant['index']}")
     started = time.perf_counter()
     build(conn, variant, BUILD_MEMORY)
@@ -161,7 +158,7 @@ def measure(conn, variant: dict, truth: Truth, warm: np.ndarray, notices: list[s
             "build_seconds": round(seconds, 1), "index_mb": round(size / 2**20, 1), "search": searches}
 
 
-def build(conn, variant: dict, memory: str, workers: int = WORKERS) -> None:
+def build(conn, variant: dict, memory: str, workers: int = BUILD_WORKERS) -> None:
     with conn.transaction():
         conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (memory,))
         conn.execute("SELECT set_config('max_parallel_maintenance_workers', %s, true)", (str(workers),))

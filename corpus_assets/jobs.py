@@ -1,7 +1,6 @@
 """Jobs: register the library's books, ingest books through every stage (one job, or a bulk load's four
 steps), migrate the corpus schema."""
 
-import os
 import time
 
 from dagster import AssetSelection, MetadataValue, OpExecutionContext, define_asset_job, job, op
@@ -57,8 +56,7 @@ def defer_vector_index():
 def build_hnsw_index(context: OpExecutionContext, postgres: PostgresResource) -> None:
     started, memory = time.perf_counter(), settings.current().index_build_memory
     with postgres.db() as db:
-        # One worker beside the leader per further core, as Postgres sizes a parallel build.
-        build = db.build_hnsw_index(memory, max((os.cpu_count() or 1) - 1, 0))
+        build = db.build_hnsw_index(memory)
         state, rows = db.hnsw_index_state(), db.total_chunks()
     if build.rows_in_memory is not None:
         context.log.warning(f"the index's graph outgrew CORPUS_INDEX_BUILD_MEMORY={memory} after "

@@ -102,10 +102,6 @@ def ingest(
     from resources.library import BookLibrary
 
     _check_book_ids(books or [])
-    if settings.current().bulk_load not in settings.BULK_LOAD_CHOICES:
-        console.print(f"[red]corpus: {settings.BULK_LOAD_ENV} is {_safe(settings.current().bulk_load)!r}[/red]; "
-                      f"it takes {', '.join(settings.BULK_LOAD_CHOICES)}", soft_wrap=True)
-        raise typer.Exit(2)
     migrate()
     dagster = instance()
     for run in reap_dead_runs(dagster):

@@ -29,7 +29,6 @@ PG_POOL_SIZE_ENV = "CORPUS_PG_POOL_SIZE"
 QUERY_ENCODING_ENV = "CORPUS_QUERY_ENCODING"
 SEARCH_TIMEOUT_ENV = "CORPUS_SEARCH_TIMEOUT_MS"
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-BULK_LOAD_ENV, BULK_LOAD_CHOICES = "CORPUS_BULK_LOAD", ("auto", "always", "never")
 
 
 def env(name: str) -> str | None:
@@ -48,6 +47,13 @@ def number(name: str, default: int | float, kind: type = int) -> int | float:
         return kind(raw)
     except ValueError:
         raise SettingError(f"{name} must be a {'whole ' if kind is int else ''}number, not {raw!r}") from None
+
+
+def choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env(name) or default).lower()
+    if value not in choices:
+        raise SettingError(f"{name} is {value!r}; it takes {', '.join(choices)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -94,7 +100,7 @@ def current() -> Settings:
         neo4j_user=env(NEO4J_USER_ENV) or "neo4j",
         embedding_model=env(MODEL_ENV) or DEFAULT_MODEL,
         books_per_run=number("CORPUS_BOOKS_PER_RUN", 20, int),
-        bulk_load=(env(BULK_LOAD_ENV) or "auto").lower(),
+        bulk_load=choice("CORPUS_BULK_LOAD", "auto", ("auto", "always", "never")),
         bulk_min_books=number("CORPUS_BULK_MIN_BOOKS", 500, int),
         # 1.48 KB a row of 384-d halfvec graph (16MB held 11,314 rows): 2GB builds ~1.45M rows in memory,
         # the mission's 1.39M chunks; past that pgvector inserts the rest on disk (93k rows: 52 s in memory,

@@ -6,6 +6,7 @@ store holds). Rows come back as dataclasses by column name. All values are param
 identifiers in SQL text are constants of this module or names read from the catalog.
 """
 
+import os
 import re
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -35,8 +36,10 @@ NEAREST_TO_QUERY = f"{_HALF} <=> %(query)s::halfvec({EMBEDDING_DIM})"  # ORDER B
 # The index as migration 0011 defines it (m 16, ef_construction 128), for a bulk load's rebuild.
 _CREATE_HNSW_INDEX = (f"CREATE INDEX IF NOT EXISTS {HNSW_INDEX} ON chunks "
                       f"USING hnsw (({_HALF}) halfvec_cosine_ops) WITH (m = 16, ef_construction = 128)")
+# One worker beside the leader per further core, as Postgres sizes a parallel build.
+BUILD_WORKERS = max((os.cpu_count() or 1) - 1, 0)
 # pgvector's NOTICE when a build's graph outgrows maintenance_work_mem: the rest go in at insert cost.
-_GRAPH_SPILLED = re.compile(r"hnsw graph no longer fits into maintenance_work_mem after (\d+) tuples")
+GRAPH_SPILLED = re.compile(r"hnsw graph no longer fits into maintenance_work_mem after (\d+) tuples")
 # Held (a session advisory lock) by the `corpus ingest` that loads in bulk, for its whole length: the
 # library sensor waits meanwhile, and a dropped connection (the command killed) lets it go ("bulk" in ASCII).
 BULK_LOAD_LOCK_KEY = 0x62756C6B
@@ -654,7 +657,7 @@ class CorpusDB:
         self.conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")  # constant identifier
         return existed
 
-    def build_hnsw_index(self, memory: str, parallel_workers: int) -> IndexBuild:
+    def build_hnsw_index(self, memory: str) -> IndexBuild:
         """Build the HNSW index over every row if it is missing (after a bulk load, or one cut short), in
         `memory` of maintenance_work_mem. Readers go on meanwhile (scanning the table); writers of `chunks`
         wait for the build."""
@@ -673,13 +676,13 @@ class CorpusDB:
             with self.conn.transaction():
                 self.conn.execute("SELECT set_config('maintenance_work_mem', %s, true)", (memory,))
                 self.conn.execute("SELECT set_config('max_parallel_maintenance_workers', %s, true)",
-                                  (str(parallel_workers),))
+                                  (str(BUILD_WORKERS),))
                 # The notice below is how a build that outgrew its memory is known: never filtered out.
                 self.conn.execute("SELECT set_config('client_min_messages', 'notice', true)")
                 self.conn.execute(_CREATE_HNSW_INDEX)
         finally:
             self.conn.remove_notice_handler(handler)
-        held = [int(match[1]) for match in map(_GRAPH_SPILLED.search, notices) if match]
+        held = [int(match[1]) for match in map(GRAPH_SPILLED.search, notices) if match]
         return IndexBuild(built=True, rows_in_memory=held[0] if held else None)
 
     def vector_stats(self, book_id: str) -> VectorStats:
